@@ -1,0 +1,3 @@
+from kalm_eval.cli import main
+
+main()

@@ -1,0 +1,59 @@
+"""Metrics with ir-measures (pytrec_eval backend), per query, over every judged query.
+
+Rules, all recorded in each result:
+- the evaluated order is the run's rank order (scores are replaced by descending rank values before scoring), so
+  the metric always agrees with the written run file, whatever ties the raw scores had;
+- with the ignore_identical_ids quirk, a hit whose doc id equals the query id is dropped first;
+- a judged query with no retrieved documents scores 0 (trec_eval -c), so the mean is over all judged queries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import ir_measures
+from ir_measures import Qrel, ScoredDoc
+
+from kalm_eval.data.quirks import Quirks
+from kalm_eval.records import RankedList, StageResult
+
+MAIN_MEASURE = "nDCG@10"
+RECALL_CUTOFFS = (1, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+def measures_for(depth: int, quirks: Quirks) -> list:
+    rel = quirks.relevance_threshold
+    names = ["nDCG@10", f"RR(rel={rel})@10"] + [f"R(rel={rel})@{k}" for k in RECALL_CUTOFFS if k <= depth]
+    if depth not in RECALL_CUTOFFS:
+        names.append(f"R(rel={rel})@{depth}")
+    return [ir_measures.parse_measure(name) for name in names]
+
+
+def definitions(depth: int, quirks: Quirks) -> dict:
+    return {
+        "provider": f"ir_measures=={ir_measures.__version__} (pytrec_eval)",
+        "measures": [str(m) for m in measures_for(depth, quirks)],
+        "order": "rank order of the run file",
+        "missing_queries": "scored 0, mean over all judged queries",
+        "ignore_identical_ids": quirks.ignore_identical_ids,
+        "relevance_threshold": quirks.relevance_threshold,
+    }
+
+
+def evaluate(name: str, rankings: Iterable[RankedList], qrels: list[Qrel], quirks: Quirks, depth: int) -> StageResult:
+    measures = measures_for(depth, quirks)
+    judged = list(dict.fromkeys(q.query_id for q in qrels))
+    scored = list(_scored_docs(rankings, quirks))
+    per_query: dict[str, dict[str, float]] = {str(m): dict.fromkeys(judged, 0.0) for m in measures}
+    for metric in ir_measures.iter_calc(measures, qrels, scored):
+        if metric.query_id in per_query[str(metric.measure)]:
+            per_query[str(metric.measure)][metric.query_id] = float(metric.value)
+    aggregate = {m: (sum(values.values()) / len(values) if values else 0.0) for m, values in per_query.items()}
+    return StageResult(name=name, aggregate=aggregate, per_query=per_query, extra={"queries": len(judged)})
+
+
+def _scored_docs(rankings: Iterable[RankedList], quirks: Quirks) -> Iterable[ScoredDoc]:
+    for ranking in rankings:
+        kept = [c for c in ranking.candidates if not (quirks.ignore_identical_ids and c.doc_id == ranking.query_id)]
+        n = len(kept)
+        for position, cand in enumerate(kept):
+            yield ScoredDoc(ranking.query_id, cand.doc_id, float(n - position))
