@@ -94,7 +94,7 @@ def _given_run(dataset: Dataset, cfg: dict[str, Any], cache_dir: Path, depth: in
     source = {"kind": "trec_run", "path": str(source_path.resolve()), "sha256": sha256_file(source_path),
               "system": cfg.get("system"), "on_unknown": cfg.get("on_unknown", "error"),
               "on_duplicate": cfg.get("on_duplicate", "error")}
-    key = {"dataset": dataset.identity(), "source": source, "depth": depth, "tie_break": "score desc, then given rank, then doc id"}
+    key = {"dataset": dataset.identity(), "source": source, "depth": depth, "tie_break": "score desc, then given rank, then doc id desc"}
     signature = signature_of(key)
     path = cache_dir / "first_stage" / dataset.name.replace("/", "__") / f"{signature[:16]}.trec.gz"
     order = {qid: i for i, qid in enumerate(dataset.queries)}

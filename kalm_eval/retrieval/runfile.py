@@ -8,13 +8,14 @@ from pathlib import Path
 from kalm_eval.data.readers import DataError, open_text
 from kalm_eval.records import Candidate, RankedList, atomic_open
 
-TIE_BREAK = "score desc, then doc id asc"
+# trec_eval's own order (score desc, then docno desc), so a run file ranks exactly as trec_eval would rank its scores;
+# this matters: ArguAna BM25 has many tied scores, and MTEB's published numbers come from trec_eval's ordering.
+TIE_BREAK = "score desc, then doc id desc (trec_eval)"
 
 
 def rank(query_id: str, scored: Iterable[tuple[str, float]], depth: int, *, ignore_identical_ids: bool) -> RankedList:
-    """Sort by score (ties by doc id, so the order is deterministic), drop the query's own id if the dataset says so,
-    keep the top `depth`."""
-    ordered = sorted(scored, key=lambda pair: (-pair[1], pair[0]))
+    """Sort by TIE_BREAK, drop the query's own id if the dataset says so, keep the top `depth`."""
+    ordered = sorted(sorted(scored, key=lambda pair: pair[0], reverse=True), key=lambda pair: -pair[1])
     if ignore_identical_ids:
         ordered = [pair for pair in ordered if pair[0] != query_id]
     return RankedList(query_id, tuple(Candidate(doc_id, float(score)) for doc_id, score in ordered[:depth]))
@@ -95,8 +96,9 @@ def read_trec_validated(
             docs[doc_id] = (score, rank_value)
     rankings = []
     for qid, docs in per_query.items():
-        # Given runs may carry ties; the file's own rank breaks them before doc id does.
-        ordered = sorted(docs.items(), key=lambda item: (-item[1][0], item[1][1], item[0]))
+        # Given runs may carry ties; the file's own rank breaks them first, then TIE_BREAK's doc id rule.
+        ordered = sorted(sorted(docs.items(), key=lambda item: item[0], reverse=True),
+                         key=lambda item: (-item[1][0], item[1][1]))
         if ignore_identical_ids:
             ordered = [item for item in ordered if item[0] != qid]
         rankings.append(RankedList(qid, tuple(Candidate(d, s) for d, (s, _) in ordered[:depth])))

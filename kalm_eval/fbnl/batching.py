@@ -1,0 +1,55 @@
+"""Length-aware batching and the CUDA out-of-memory back-off shared by the encoder and the scorer.
+
+Sorting by length before batching keeps padding (wasted compute) small; on OOM the batch shrinks by x3/4 and
+processing continues from where it failed, keeping the smaller size for the rest of the run (reference §6).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import torch
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_OOM_ERRORS: tuple[type[BaseException], ...] = tuple(
+    e for e in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)) if e
+)
+
+
+def order_longest_first(lengths: Sequence[int | tuple[int, ...]]) -> list[int]:
+    """Indices sorted by descending length (stable: equal lengths keep input order)."""
+    return sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+
+
+def run_in_batches(
+    order: Sequence[int],
+    batch_size: int,
+    process: Callable[[list[int]], list[T]],
+    on_shrink: Callable[[int], None] | None = None,
+) -> dict[int, T]:
+    """Call `process` on consecutive slices of `order`; returns {index: result}. Shrinks the batch on OOM."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    results: dict[int, T] = {}
+    start = 0
+    while start < len(order):
+        chunk = list(order[start : start + batch_size])
+        try:
+            outputs = process(chunk)
+        except _OOM_ERRORS:
+            if batch_size == 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            batch_size = max(1, batch_size * 3 // 4)
+            log.warning("out of memory; batch size shrunk to %d", batch_size)
+            if on_shrink:
+                on_shrink(batch_size)
+            continue
+        results.update(zip(chunk, outputs))
+        start += len(chunk)
+    return results
