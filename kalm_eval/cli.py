@@ -29,17 +29,33 @@ def run_config_from(cfg: DictConfig):
         model=OmegaConf.to_container(cfg.model, resolve=True),
         compression=list(dict.fromkeys(ratios)),
         cache_dir=Path(cfg.cache_dir),
-        output_dir=Path(cfg.output_dir) if cfg.output_dir else None,
+        output_dir=_job_output_dir(cfg),
         force=bool(cfg.force),
         full_config=OmegaConf.to_container(cfg, resolve=True),
     )
 
 
+def _job_output_dir(cfg: DictConfig) -> Path | None:
+    """An explicit output_dir, made unique per job in a multirun (jobs would overwrite each other otherwise)."""
+    if not cfg.output_dir:
+        return None
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(cfg.output_dir) / (HydraConfig.get().job.override_dirname or str(HydraConfig.get().job.num))
+    return Path(cfg.output_dir)
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     from kalm_eval.pipeline import run
+    from kalm_eval.suite import is_suite, run_suite
 
     try:
+        if is_suite(cfg.benchmark):
+            print(run_suite(cfg) / "summary.json")
+            return
         outputs = run(run_config_from(cfg))
     except (DataError, ValueError, FileNotFoundError) as err:
         log.error("%s", err)

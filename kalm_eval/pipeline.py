@@ -120,9 +120,19 @@ def _rerank_runs(cfg, dataset: Dataset, fs: FirstStageRun, fs_result: StageResul
         rr_result = metrics.evaluate("reranked", reranked, dataset.qrels, dataset.quirks, int(cfg.retriever["depth"]))
         rr_result.extra["recall_ceiling"] = fs_result.aggregate.get(f"R@{rerank_depth}")
         stats = reranker.stats()
-        timings = {**fs_timing, "model_load_s": load_seconds, "encode_s (offline)": stats.get("encode_seconds"),
-                   "score_s (online)": score_seconds, "total_s": time.perf_counter() - started}
-        counts = {"queries": len(dataset.queries), "pairs": len(pair_rows), "unique_passages": len(unique), **stats}
+        latency = _measure_latency(fs, dataset, reranker, instruction, ratio, rerank_depth,
+                                   batches=int(rr.get("latency_batches", 10)), warmup=int(rr.get("latency_warmup", 2)),
+                                   batch_size=int(rr.get("batch_size", 32)))
+        # encode_s is the offline cost (shared by every ratio of this run), score_s the online cost of this ratio.
+        timings = {**fs_timing, "model_load_s": load_seconds, "encode_s": stats.get("encode_seconds"),
+                   "score_s": score_seconds, "latency": latency, "total_s": time.perf_counter() - started}
+        # The scorer's own counters are cumulative over the ratios of this run: keep this ratio's share only.
+        scorer_totals = ("pairs", "prompt_tokens", "score_batches", "score_seconds")
+        this_ratio = stats.get("score_by_ratio", {}).get(ratio, {})
+        counts = {**{k: v for k, v in stats.items() if k not in scorer_totals},
+                  **{k: this_ratio[k] for k in ("prompt_tokens", "batches") if k in this_ratio},
+                  "queries": len(dataset.queries), "pairs": len(pair_rows), "unique_passages": len(unique),
+                  "ratios_sharing_encode": cfg.compression}
         _write_record(out, dataset, protocol, fs, [fs_result, rr_result], {"reranked": reranked}, timings, counts, cfg,
                       pair_rows=pair_rows)
     return all_outputs
@@ -132,10 +142,8 @@ def _rerank(fs: FirstStageRun, dataset: Dataset, reranker, instruction: str, rat
     """Pass 2: score each query's head, order by margin (ties: first-stage rank), then append the tail."""
     reranked: list[RankedList] = []
     pair_rows: list[tuple] = []
-    for ranking in fs:
+    for ranking, scores in _scored_heads(fs, dataset, reranker, instruction, ratio, depth):
         head = ranking.candidates[:depth]
-        query = dataset.queries[ranking.query_id].text
-        scores = reranker.score(query, instruction, [c.doc_id for c in head], ratio)
         order = sorted(range(len(head)), key=lambda i: (-scores[i].margin, i))
         new_head = [Candidate(head[i].doc_id, float(scores[i].margin)) for i in order]
         for i, cand in enumerate(head):
@@ -147,6 +155,77 @@ def _rerank(fs: FirstStageRun, dataset: Dataset, reranker, instruction: str, rat
             tail_cands = [Candidate(c.doc_id, floor - 1.0 - i) for i, c in enumerate(ranking.candidates[depth:])]
         reranked.append(RankedList(ranking.query_id, tuple(new_head + tail_cands)))
     return reranked, pair_rows
+
+
+def _scored_heads(fs: FirstStageRun, dataset: Dataset, reranker, instruction: str, ratio: int, depth: int,
+                  queries_per_chunk: int = 16) -> Iterator[tuple[RankedList, list]]:
+    """Stream the run in chunks of queries so the scorer can batch pairs across queries (length-sorted)."""
+    from kalm_eval.fbnl.rerank import ScoreRequest
+
+    chunk: list[RankedList] = []
+
+    def flush():
+        requests = [ScoreRequest(dataset.queries[r.query_id].text, instruction, [c.doc_id for c in r.candidates[:depth]])
+                    for r in chunk]
+        yield from zip(chunk, reranker.score_many(requests, ratio))
+        chunk.clear()
+
+    for ranking in fs:
+        chunk.append(ranking)
+        if len(chunk) == queries_per_chunk:
+            yield from flush()
+    if chunk:
+        yield from flush()
+
+
+def _measure_latency(fs: FirstStageRun, dataset: Dataset, reranker, instruction: str, ratio: int, depth: int, *,
+                     batches: int, warmup: int, batch_size: int) -> dict[str, Any] | None:
+    """Online cost measured apart from the evaluation pass: `warmup` untimed batches, then `batches` timed ones of
+    `batch_size` real (query, candidate) pairs each (one query's head per batch), scored from cached pooled states."""
+    import statistics
+
+    from kalm_eval.fbnl.rerank import ScoreRequest
+
+    if batches <= 0:
+        return None
+    requests = []
+    for ranking in fs:
+        doc_ids = [c.doc_id for c in ranking.candidates[: min(depth, batch_size)]]
+        if len(doc_ids) == min(depth, batch_size):
+            requests.append(ScoreRequest(dataset.queries[ranking.query_id].text, instruction, doc_ids))
+        if len(requests) == warmup + batches:
+            break
+    if len(requests) <= warmup:
+        return None
+    for request in requests[:warmup]:
+        reranker.score_many([request], ratio)
+    per_pair_ms = []
+    pairs = seconds = 0.0
+    for request in requests[warmup:]:
+        tick = time.perf_counter()
+        reranker.score_many([request], ratio)  # returns Python floats: the device work has finished
+        elapsed = time.perf_counter() - tick
+        per_pair_ms.append(1000.0 * elapsed / len(request.doc_ids))
+        pairs += len(request.doc_ids)
+        seconds += elapsed
+    quantiles = statistics.quantiles(per_pair_ms, n=20, method="inclusive") if len(per_pair_ms) > 1 else per_pair_ms * 19
+    stats = reranker.stats()
+    encoded = stats.get("passages_encoded") or 0
+    loaded = reranker.loaded
+    return {
+        "ms_per_pair_p50": statistics.median(per_pair_ms),
+        "ms_per_pair_p95": quantiles[18],
+        "pairs_per_s": pairs / seconds if seconds else None,
+        "timed_batches": len(per_pair_ms),
+        "pairs_per_batch": len(requests[warmup].doc_ids),
+        "warmup_batches": warmup,
+        # Offline cost of this run's encoder pass (None when every passage came from the cache).
+        "encode_ms_per_passage": 1000.0 * stats["encode_seconds"] / encoded if encoded else None,
+        "device": str(loaded.device) + (f" ({provenance.device_description().get('cuda_device')})"
+                                        if loaded.device.type == "cuda" else ""),
+        "dtype": str(loaded.dtype).replace("torch.", ""),
+        "torch_threads": provenance.device_description().get("torch_threads"),
+    }
 
 
 def _output_dir(cfg: RunConfig, dataset: Dataset, protocol: dict | None, *, label: str, ratio: int | None = None) -> Path:

@@ -6,6 +6,7 @@ import datetime as dt
 import importlib.metadata
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 from kalm_eval import __version__
@@ -37,14 +38,11 @@ def git_commit() -> str | None:
 
 def device_description() -> dict[str, str | int]:
     info: dict[str, str | int] = {"platform": platform.platform(), "processor": platform.processor() or platform.machine()}
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")  # describe torch only when the run used it (importing it costs seconds)
+    if torch is not None:
         info["torch_threads"] = torch.get_num_threads()
         if torch.cuda.is_available():
             info["cuda_device"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
     return info
 
 

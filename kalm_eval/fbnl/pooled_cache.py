@@ -19,6 +19,7 @@ masked in cross-attention, so re-padding them with zeros at scoring time is exac
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import struct
@@ -185,8 +186,6 @@ class PooledStateCache:
 
 
 def sha256_bytes(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 

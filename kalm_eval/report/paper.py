@@ -52,6 +52,7 @@ class PaperColumn:
     id: str  # our dataset name, e.g. beir/scifact
     name: str  # as the paper (or MTEB) writes it
     aliases: tuple[str, ...] = ()
+    subsets: int | None = None  # a dataset scored as the mean over this many subsets (LMEB)
 
     def keys(self) -> set[str]:
         last = self.id.split("/", 1)[-1]
@@ -172,37 +173,29 @@ class Paper:
                 return cost.values[model], cost
         return None, None
 
-    def match_model(self, identity: dict[str, Any] | None) -> str | None:
-        """Paper row name for a reranker identity, or None ("ours only"). Matches on the pinned checkpoint (hf id and,
-        when both sides state it, the revision) or, for identities without a checkpoint, the model config name.
-        A local path, another revision or another repo (e.g. the later -R2 checkpoints) never matches."""
-        if not identity:
+    def match_model(self, model) -> str | None:
+        """Paper row name for one of our models (a results.ModelInfo, or a raw identity dict), or None ("ours only").
+        Matches the pinned checkpoint: hub id equal and, when both sides state it, the same revision; a model with no
+        checkpoint at all matches on its config name (nano / small / large). Local weights (a new checkpoint), random
+        test models and other repos (e.g. the later -R2 releases) never match."""
+        from kalm_eval.report.results import ModelInfo, model_info
+
+        if model is None:
             return None
-        name = _first(identity, "name", "config_name", "model_name")
-        hf_id = _first(identity, "hf_id", "repo", "repo_id", "model_id")
-        checkpoint = _first(identity, "checkpoint")
-        revision = _first(identity, "revision")
-        path = _first(identity, "path", "local_path")
-        if checkpoint and not hf_id:
-            if "@" in str(checkpoint):
-                hf_id, revision = str(checkpoint).split("@", 1)
-            elif Path(str(checkpoint)).is_absolute() or str(checkpoint).startswith("."):
-                path = path or checkpoint
-            else:
-                hf_id = checkpoint
-        if path:
+        info = model if isinstance(model, ModelInfo) else model_info(model)
+        if info.local or info.random:
             return None
-        for table in [*self.tables.values()]:
+        for table in self.tables.values():
             for row in table.rows:
                 m = row.match
                 if not m or row.variant:
                     continue
-                if hf_id:
-                    if m.get("hf_id") and str(hf_id) == m["hf_id"]:
-                        if revision and m.get("revision") and str(revision) != m["revision"]:
+                if info.checkpoint:
+                    if m.get("hf_id") and info.checkpoint == m["hf_id"]:
+                        if info.revision and m.get("revision") and info.revision != m["revision"]:
                             return None
                         return row.model
-                elif name and m.get("name") and str(name).lower() == str(m["name"]).lower():
+                elif info.name and m.get("name") and info.name.lower() == str(m["name"]).lower():
                     return row.model
         return None
 
@@ -309,8 +302,8 @@ def _table(path: Path, spec: dict) -> PaperTable:
     scale = _scale(spec["unit"], path)
     tolerance = spec.get("tolerance") or {}
     okish = float(tolerance.get("okish_factor", 1.5))
-    columns = tuple(PaperColumn(id=c["id"], name=c.get("name", c["id"]), aliases=tuple(c.get("aliases", ())))
-                    for c in spec["columns"])
+    columns = tuple(PaperColumn(id=c["id"], name=c.get("name", c["id"]), aliases=tuple(c.get("aliases", ())),
+                                subsets=None if c.get("subsets") is None else int(c["subsets"])) for c in spec["columns"])
     valid = {c.id for c in columns} | {AVERAGE}
     rows = []
     for i, raw in enumerate(spec["rows"]):

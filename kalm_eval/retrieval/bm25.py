@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from kalm_eval.data import Dataset
 from kalm_eval.records import RankedList
 from kalm_eval.retrieval.runfile import rank
@@ -49,11 +51,20 @@ class BM25Retriever:
         )
         # One extra hit so dropping the query's own id (ArguAna, Quora) still leaves `depth` candidates.
         k = min(depth + int(dataset.quirks.ignore_identical_ids), len(doc_ids))
-        results, scores = index.retrieve(query_tokens, k=k, show_progress=False, n_threads=1)
-        for query, rows, row_scores in zip(queries, results, scores):
-            yield rank(
-                query.id,
-                ((doc_ids[i], s) for i, s in zip(rows.tolist(), row_scores.tolist())),
-                depth,
-                ignore_identical_ids=dataset.quirks.ignore_identical_ids,
-            )
+        free = [i for i, q in enumerate(queries) if dataset.candidates_for(q.id) is None]
+        hits = {}
+        if free:
+            results, scores = index.retrieve([query_tokens[i] for i in free], k=k, show_progress=False, n_threads=1)
+            hits = dict(zip(free, zip(results, scores)))
+        position = {doc_id: i for i, doc_id in enumerate(doc_ids)} if len(free) < len(queries) else {}
+        for i, query in enumerate(queries):
+            if i in hits:
+                rows, row_scores = hits[i]
+                scored = zip([doc_ids[j] for j in rows.tolist()], row_scores.tolist())
+            else:
+                # LMEB scene: score only this query's candidates against the full index (corpus-level IDF), which
+                # ranks exactly like ranking the whole corpus and then filtering to the scene.
+                allowed = dataset.candidates_for(query.id)
+                every = index.get_scores(query_tokens[i]) if query_tokens[i] else np.zeros(len(doc_ids), np.float32)
+                scored = zip(allowed, every[[position[d] for d in allowed]].tolist())
+            yield rank(query.id, scored, depth, ignore_identical_ids=dataset.quirks.ignore_identical_ids)

@@ -69,9 +69,14 @@ class DenseRetriever:
         query_emb = model.encode(query_texts, batch_size=s.batch_size, convert_to_tensor=True,
                                  normalize_embeddings=s.normalize, show_progress_bar=False)
         k = min(depth + int(dataset.quirks.ignore_identical_ids), len(doc_ids))
+        position = {doc_id: i for i, doc_id in enumerate(doc_ids)} if dataset.candidates else {}
         for start in range(0, len(queries), 256):
             block = query_emb[start : start + 256].float() @ doc_emb.float().T
             scores, rows = torch.topk(block, k, dim=1)
-            for query, idx, sc in zip(queries[start : start + 256], rows.tolist(), scores.tolist()):
-                yield rank(query.id, ((doc_ids[i], v) for i, v in zip(idx, sc)), depth,
-                           ignore_identical_ids=dataset.quirks.ignore_identical_ids)
+            for j, (query, idx, sc) in enumerate(zip(queries[start : start + 256], rows.tolist(), scores.tolist())):
+                allowed = dataset.candidates_for(query.id)
+                if allowed is None:
+                    scored = ((doc_ids[i], v) for i, v in zip(idx, sc))
+                else:  # LMEB scene: only this query's candidates (their scores against the whole-corpus encoding)
+                    scored = zip(allowed, block[j, [position[d] for d in allowed]].tolist())
+                yield rank(query.id, scored, depth, ignore_identical_ids=dataset.quirks.ignore_identical_ids)

@@ -13,6 +13,7 @@ from typing import Any
 
 from kalm_eval import __version__
 from kalm_eval.data import Dataset
+from kalm_eval.data.dataset import restrict_to_candidates
 from kalm_eval.data.readers import DataError
 from kalm_eval.records import RankedList, read_json, sha256_file, signature_of, write_json_atomic
 from kalm_eval.retrieval.bm25 import BM25Retriever, BM25Settings
@@ -83,13 +84,19 @@ def _given_run(dataset: Dataset, cfg: dict[str, Any], cache_dir: Path, depth: in
         source_path,
         queries=set(dataset.queries),
         corpus=dataset.corpus,
-        depth=depth,
+        depth=depth if dataset.candidates is None else 1 << 62,  # scenes: cut after filtering
         ignore_identical_ids=dataset.quirks.ignore_identical_ids,
         on_unknown=cfg.get("on_unknown", "error"),
         on_duplicate=cfg.get("on_duplicate", "error"),
     )
-    for key in ("unknown_query_lines", "unknown_doc_lines", "duplicate_lines", "queries_without_candidates"):
-        if report[key]:
+    if dataset.candidates is not None:
+        # LMEB scenes: a given run may rank the whole corpus; keep each query's scene docs, then its top `depth`.
+        rankings, scene_report = restrict_to_candidates(rankings, dataset)
+        rankings = [ranking.head(depth) for ranking in rankings]
+        report.update(scene_report)
+    for key in ("unknown_query_lines", "unknown_doc_lines", "duplicate_lines", "queries_without_candidates",
+                "scene_filtered_lines"):
+        if report.get(key):
             log.warning("%s: %s = %d", source_path, key, report[key])
     source = {"kind": "trec_run", "path": str(source_path.resolve()), "sha256": sha256_file(source_path),
               "system": cfg.get("system"), "on_unknown": cfg.get("on_unknown", "error"),

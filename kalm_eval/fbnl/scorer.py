@@ -1,0 +1,121 @@
+"""The online half of KaLM reranking: one decoder pass per (prompt, pooled passage) pair → yes/no margin.
+
+What it computes, per pair (reference §6): the decoder runs over the prompt tokens with the passage's pooled
+states as its encoder states (merged self+cross attention); at the last non-padding prompt position
+(index = sum(decoder mask) - 1) the final-normed hidden state is multiplied by the "yes" and "no" rows of the
+tied output embedding; margin = z_yes - z_no in float32; P(yes) = sigmoid(margin) = softmax([z_yes, z_no])[0].
+
+What it skips, and why that is exact:
+* the encoder: pooled states come from the PassageStore (computed once per passage);
+* full-vocabulary logits at every position: only 2 rows x 1 position are needed. The LM head is a plain
+  bias-free linear layer tied to the embedding; the final norm is already applied inside the decoder; final
+  logit soft-capping is applied if the config sets it (the KaLM configs do not). The two logits are computed
+  in the model dtype and then cast to float32, exactly as the reference does with its full logits.
+Padding: prompts are right-padded to a multiple of 8, pooled states zero-padded with a 0 mask; masked
+positions get no attention weight, so a pair's score does not depend on its batch neighbours (up to
+floating-point summation order).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from .batching import order_longest_first, run_in_batches
+from .model import FP16_MESSAGE, LoadedModel
+from .prompts import PAD_TO_MULTIPLE_OF, pad_right
+
+
+@dataclass(frozen=True)
+class PairScore:
+    margin: float  # z_yes - z_no, float32; ranks exactly like p_yes
+    p_yes: float  # sigmoid(margin)
+
+
+@dataclass
+class ScorerStats:
+    pairs: int = 0
+    batches: int = 0
+    prompt_tokens: int = 0  # real decoder tokens (no padding)
+    pooled_vectors: int = 0  # real cross-attention keys (no padding)
+    score_seconds: float = 0.0
+    batch_size: int = 0  # current (after any OOM shrinking)
+    by_ratio: dict[int, dict[str, float]] = field(default_factory=dict)
+
+
+class DecoderScorer:
+    def __init__(self, loaded: LoadedModel, batch_size: int = 32):
+        self.loaded = loaded
+        self.decoder = loaded.model.get_decoder()
+        head = loaded.model.get_output_embeddings()  # tied to the input embedding
+        answer_rows = torch.tensor([loaded.yes_id, loaded.no_id], device=head.weight.device)
+        self.answer_weight = head.weight.detach().index_select(0, answer_rows)  # [2, d]
+        bias = getattr(head, "bias", None)
+        self.answer_bias = None if bias is None else bias.detach().index_select(0, answer_rows)
+        self.softcap = loaded.model.config.decoder.final_logit_softcapping
+        self.stats = ScorerStats(batch_size=batch_size)
+
+    def score(
+        self, prompts: Sequence[Sequence[int]], passages: Sequence[torch.Tensor], ratio: int | None = None
+    ) -> list[PairScore]:
+        """Score pair i = (prompts[i] token ids, passages[i] pooled states [W_i, d]); results in input order."""
+        if len(prompts) != len(passages):
+            raise ValueError("prompts and passages must have the same length")
+        if not prompts:
+            return []
+        started = time.perf_counter()
+        order = order_longest_first([(len(p), int(s.shape[0])) for p, s in zip(prompts, passages)])
+
+        def shrink(new_size: int) -> None:
+            self.stats.batch_size = new_size
+
+        def process(rows: list[int]) -> list[PairScore]:
+            self.stats.batches += 1
+            return self._score_batch([prompts[i] for i in rows], [passages[i] for i in rows])
+
+        results = run_in_batches(order, self.stats.batch_size, process, on_shrink=shrink)
+        elapsed = time.perf_counter() - started
+        prompt_tokens = sum(len(p) for p in prompts)
+        self.stats.pairs += len(prompts)
+        self.stats.prompt_tokens += prompt_tokens
+        self.stats.pooled_vectors += sum(int(s.shape[0]) for s in passages)
+        self.stats.score_seconds += elapsed
+        if ratio is not None:
+            entry = self.stats.by_ratio.setdefault(ratio, {"pairs": 0, "score_seconds": 0.0, "prompt_tokens": 0})
+            entry["pairs"] += len(prompts)
+            entry["score_seconds"] += elapsed
+            entry["prompt_tokens"] += prompt_tokens
+        return [results[i] for i in range(len(prompts))]
+
+    @torch.inference_mode()
+    def _score_batch(self, prompts: list[Sequence[int]], passages: list[torch.Tensor]) -> list[PairScore]:
+        device = self.loaded.device
+        ids, mask = pad_right(prompts, self.loaded.tokenizer.pad_token_id, PAD_TO_MULTIPLE_OF)
+        states = pad_sequence(list(passages), batch_first=True)  # zero padding
+        lengths = torch.tensor([int(s.shape[0]) for s in passages])
+        states_mask = (torch.arange(states.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)).long()
+        ids, mask = ids.to(device), mask.to(device)
+        states, states_mask = states.to(device, self.loaded.dtype), states_mask.to(device)
+
+        hidden = self.decoder(
+            input_ids=ids,
+            attention_mask=mask,
+            encoder_hidden_states=states,
+            encoder_attention_mask=states_mask,
+            use_cache=False,
+            return_dict=True,
+        ).last_hidden_state  # [B, S, d], final norm applied
+        last = hidden[torch.arange(hidden.shape[0], device=device), mask.sum(dim=1) - 1]  # [B, d]
+        logits = torch.nn.functional.linear(last, self.answer_weight, self.answer_bias)  # [B, 2], model dtype
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        logits = logits.float()
+        if not torch.isfinite(logits).all():
+            raise RuntimeError(f"non-finite yes/no logits. {FP16_MESSAGE}")
+        margins = (logits[:, 0] - logits[:, 1]).cpu()
+        probabilities = torch.sigmoid(margins)
+        return [PairScore(float(m), float(p)) for m, p in zip(margins.tolist(), probabilities.tolist())]

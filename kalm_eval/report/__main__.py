@@ -1,0 +1,3 @@
+from kalm_eval.report.cli import main
+
+main()

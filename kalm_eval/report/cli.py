@@ -1,0 +1,100 @@
+"""Console entry points (Hydra apps, configs conf/report.yaml and conf/compare.yaml):
+
+    kalm-eval-report  [results=DIR|[DIR,...]] [output_dir=DIR] [paper_version=v1] [paper_row=...] [compare_to=dataset|average]
+    kalm-eval-compare baseline=DIR candidate=DIR [margin=0.01] [alpha=0.05] [test=randomization|bootstrap]
+                      [n_resamples=10000] [seed=0] [allow_protocol_diff=[reranker.compression]]
+
+`python -m kalm_eval.report report ...` / `python -m kalm_eval.report compare ...` are the same."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from kalm_eval.records import write_json_atomic
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
+log = logging.getLogger("kalm_eval.report")
+
+
+def _paths(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, ListConfig)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report")
+def report_main(cfg: DictConfig) -> None:
+    from kalm_eval.report.build import build_report
+    from kalm_eval.report.paper import PaperSpecError
+    from kalm_eval.report.tables import ReportOptions
+
+    try:
+        options = ReportOptions(paper_row=cfg.paper_row, paper_rows=dict(OmegaConf.to_container(cfg.paper_rows) if cfg.paper_rows else {}),
+                                compare_to=cfg.compare_to, columns=cfg.columns, measure=cfg.measure)
+        formats = tuple(_paths(cfg.formats))
+        bad = [f for f in formats if f not in ("md", "csv", "tex")]
+        if bad:
+            raise ValueError(f"formats must be among md, csv, tex; got {bad}")
+        out = build_report(_paths(cfg.results) or None, cfg.output_dir, paper_version=cfg.paper_version,
+                           paper_dir=cfg.paper_dir, options=options, formats=formats, plots=bool(cfg.plots))
+    except (PaperSpecError, ValueError) as err:
+        log.error("%s", err)
+        sys.exit(2)
+    for w in out.warnings:
+        log.warning("%s", w)
+    print(f"{len(out.records)} result record(s) -> {out.report_md}")
+    for path in out.files[1:] + out.plots:
+        print(f"  {path}")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="compare")
+def compare_main(cfg: DictConfig) -> None:
+    from kalm_eval.report.compare import REFUSED, CompareOptions, compare_records, to_console, to_json, to_markdown
+    from kalm_eval.report.results import load_records
+    from kalm_eval.records import atomic_open
+
+    missing = [k for k in ("baseline", "candidate") if OmegaConf.is_missing(cfg, k) or not cfg[k]]
+    if missing:
+        log.error("usage: kalm-eval-compare baseline=<results dir> candidate=<results dir> [margin=.. alpha=.. test=..]; "
+                  "missing: %s", ", ".join(missing))
+        sys.exit(REFUSED)
+    try:
+        options = CompareOptions(margin=float(cfg.margin), alpha=float(cfg.alpha), test=str(cfg.test),
+                                 n_resamples=int(cfg.n_resamples), seed=int(cfg.seed), measure=str(cfg.measure),
+                                 stage=str(cfg.stage), allow_protocol_diff=tuple(_paths(cfg.allow_protocol_diff)),
+                                 require_all=bool(cfg.get("require_all", False)))
+    except ValueError as err:
+        log.error("%s", err)
+        sys.exit(REFUSED)
+    baseline_roots, candidate_roots = _paths(cfg.baseline), _paths(cfg.candidate)
+    missing = [p for p in baseline_roots + candidate_roots if not Path(p).exists()]
+    if missing:
+        log.error("no such results directory: %s", ", ".join(missing))
+        sys.exit(REFUSED)
+    result = compare_records(load_records(baseline_roots), load_records(candidate_roots), options)
+    print(to_console(result))
+    if cfg.output_dir:
+        out_dir = Path(cfg.output_dir)
+        with atomic_open(out_dir / "compare.md") as fh:
+            fh.write(to_markdown(result, baseline_roots, candidate_roots))
+        write_json_atomic(out_dir / "compare.json", {**to_json(result), "baseline": baseline_roots, "candidate": candidate_roots})
+        print(f"-> {out_dir / 'compare.md'}")
+    sys.exit(result.exit_code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m kalm_eval.report {report|compare} key=value ...`"""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("report", "compare"):
+        print(__doc__)
+        sys.exit(2)
+    command = argv.pop(0)
+    sys.argv = [f"kalm-eval-{command}", *argv]
+    (report_main if command == "report" else compare_main)()

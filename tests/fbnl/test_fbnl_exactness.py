@@ -1,0 +1,125 @@
+"""The decoupled path (cached pooled states -> decoder only -> two logits) equals the stock full forward.
+
+Reference numbers come from fbnl_testlib.hf_margins: the unmodified Hugging Face model, one pair at a time,
+full logits; at r > 1 its encoder output is pooled by an independent brute-force loop. fp32, |diff| <= 1e-4."""
+
+import pytest
+import torch
+
+from tests.fbnl.fbnl_testlib import hf_margins
+from kalm_eval.fbnl.prompts import prompt_token_ids
+from kalm_eval.fbnl.reference import ReferenceScorer
+from kalm_eval.fbnl.rerank import KalmReranker, RerankSettings, ScoreRequest
+
+TOL = 1e-4
+
+QUERIES = [
+    "What is the capital of China?",
+    "Does the protein increase risk of cancer in mice?",
+]
+DOCS = {
+    # lengths chosen so that tails are partial for r = 2, 4, 8 and some passages are much longer than others
+    "beijing": "The capital of China is Beijing.",
+    "gravity": "Gravity attracts bodies toward one another.",
+    "long": "The protein expression in human cells was increased in patients with cancer, " * 6,
+    "mid": "Mice with the gene had a higher risk of disease after treatment with the drug.",
+    "one": "no",
+}
+
+
+def _scores(loaded, ratio, batch_size=32, docs=DOCS, queries=QUERIES):
+    reranker = KalmReranker(loaded, RerankSettings(ratios=[ratio], batch_size=batch_size))
+    reranker.prepare(docs)
+    return reranker, reranker.score_many([ScoreRequest(q, None, list(docs)) for q in queries], ratio)
+
+
+@pytest.mark.parametrize("ratio", [1, 2, 4, 8, 32])
+def test_tiny_decoupled_equals_full_forward(tiny, ratio):
+    _, results = _scores(tiny, ratio)
+    for query, scores in zip(QUERIES, results):
+        expected = hf_margins(tiny, [query] * len(DOCS), list(DOCS.values()), ratio)
+        got = [s.margin for s in scores]
+        assert max(abs(a - b) for a, b in zip(got, expected)) <= TOL, (ratio, got, expected)
+        for s in scores:
+            assert s.p_yes == pytest.approx(1 / (1 + torch.exp(torch.tensor(-s.margin)).item()), abs=1e-7)
+
+
+def test_tiny_margins_are_not_trivial(tiny):
+    # guards the tests above against a degenerate model (all margins ~0 would make 1e-4 meaningless)
+    _, results = _scores(tiny, 4)
+    margins = [s.margin for scores in results for s in scores]
+    assert max(margins) - min(margins) > 0.5
+
+
+@pytest.mark.parametrize("ratio", [1, 4])
+def test_pair_alone_equals_pair_in_padded_batch(tiny, ratio):
+    alone = {}
+    for query in QUERIES:
+        for doc_id in DOCS:
+            _, result = _scores(tiny, ratio, docs={doc_id: DOCS[doc_id]}, queries=[query])
+            alone[query, doc_id] = result[0][0].margin
+    # one batch mixing both prompt lengths and all passage lengths (heavy padding on both sides)
+    _, batched = _scores(tiny, ratio, batch_size=64)
+    for query, scores in zip(QUERIES, batched):
+        for doc_id, score in zip(DOCS, scores):
+            assert abs(score.margin - alone[query, doc_id]) <= TOL
+    # and small batches with different neighbours
+    _, small = _scores(tiny, ratio, batch_size=3)
+    for query, scores in zip(QUERIES, small):
+        for doc_id, score in zip(DOCS, scores):
+            assert abs(score.margin - alone[query, doc_id]) <= TOL
+
+
+def test_reference_scorer_matches_stock_forward(tiny):
+    triples = [(q, None, d) for q in QUERIES for d in DOCS.values()]
+    for ratio in (1, 4):
+        got = [s.margin for s in ReferenceScorer(tiny, batch_size=4).score(triples, ratio)]
+        expected = [m for q in QUERIES for m in hf_margins(tiny, [q] * len(DOCS), list(DOCS.values()), ratio)]
+        assert max(abs(a - b) for a, b in zip(got, expected)) <= TOL
+
+
+def test_query_truncation(tiny):
+    tiny_short = type(tiny)(**{**tiny.__dict__, "spec": type(tiny.spec)(**{**tiny.spec.__dict__, "query_max_len": 8})})
+    long_query = "does the protein increase the risk of cancer in human cells after treatment with the drug"
+    assert len(tiny.tokenizer(long_query, add_special_tokens=False)["input_ids"]) == 16
+    ids = prompt_token_ids(tiny.tokenizer, long_query, None, 8)
+    full = prompt_token_ids(tiny.tokenizer, long_query, None, 512)
+    assert len(full) - len(ids) == 16 - 8
+    head = " ".join(long_query.split()[:8])
+    reranker = KalmReranker(tiny_short, RerankSettings(ratios=[2]))
+    reranker.prepare(DOCS)
+    truncated = [s.margin for s in reranker.score(long_query, None, list(DOCS), 2)]
+    expected = hf_margins(tiny, [head] * len(DOCS), list(DOCS.values()), 2)
+    assert max(abs(a - b) for a, b in zip(truncated, expected)) <= TOL
+    assert reranker.stats()["prompt_tokens"] == len(ids) * len(DOCS)
+
+
+def test_nano_shape_exactness(nano_fp32):
+    """Real Nano shape (random weights, fp32): r = 1 and r = 4 on short texts, decoupled vs full forward."""
+    docs = {"beijing": DOCS["beijing"], "mid": DOCS["mid"]}
+    for ratio in (1, 4):
+        _, results = _scores(nano_fp32, ratio, docs=docs, queries=QUERIES[:1])
+        expected = hf_margins(nano_fp32, QUERIES[:1] * len(docs), list(docs.values()), ratio)
+        got = [s.margin for s in results[0]]
+        assert max(abs(a - b) for a, b in zip(got, expected)) <= TOL, (ratio, got, expected)
+    assert max(abs(m) for m in got) > 1e-3  # non-trivial margins
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ratio", [1, 2, 8, 32])
+def test_nano_shape_exactness_long_and_batched(nano_fp32, ratio):
+    _, results = _scores(nano_fp32, ratio, batch_size=4)
+    for query, scores in zip(QUERIES, results):
+        expected = hf_margins(nano_fp32, [query] * len(DOCS), list(DOCS.values()), ratio)
+        assert max(abs(s.margin - e) for s, e in zip(scores, expected)) <= TOL
+
+
+def test_eager_attention_matches_sdpa(tiny):
+    from kalm_eval.fbnl.model import ModelSpec, build_tiny_model
+
+    eager = build_tiny_model(spec=ModelSpec(name="tiny", attn_implementation="eager", dtype="float32", device="cpu"))
+    assert eager.identity["attn_implementation"] == "eager"
+    for ratio in (1, 4):
+        _, a = _scores(tiny, ratio)
+        _, b = _scores(eager, ratio)
+        assert max(abs(x.margin - y.margin) for xs, ys in zip(a, b) for x, y in zip(xs, ys)) <= TOL

@@ -1,0 +1,182 @@
+"""Model specs, loading/saving, determinism, answer-token resolution, vision-tower handling."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from kalm_eval.fbnl.model import (
+    KNOWN_CHECKPOINTS,
+    TINY_TEXT_CONFIG,
+    LoadedModel,
+    ModelSpec,
+    _finish,
+    answer_token_id,
+    build_tiny_model,
+    load_model,
+    random_t5gemma2,
+    t5gemma2_config,
+)
+from kalm_eval.fbnl.rerank import KalmReranker, RerankSettings
+from kalm_eval.fbnl.tiny_tokenizer import build_tiny_tokenizer
+
+DOCS = {"d1": "The capital of China is Beijing.", "d2": "Gravity attracts bodies toward one another."}
+QUERY = "What is the capital of China?"
+
+
+def margins(loaded: LoadedModel, ratio: int = 1) -> list[float]:
+    reranker = KalmReranker(loaded, RerankSettings(ratios=[ratio]))
+    reranker.prepare(DOCS)
+    return [s.margin for s in reranker.score(QUERY, None, list(DOCS), ratio)]
+
+
+@pytest.mark.parametrize("name", ["float16", "fp16", "half"])
+def test_float16_is_refused(name):
+    with pytest.raises(ValueError, match="Use bfloat16 or float32 instead of float16"):
+        ModelSpec(name="tiny", dtype=name)
+
+
+def test_spec_defaults_and_known_checkpoints():
+    spec = ModelSpec(name="small")
+    assert (spec.hf_id, spec.revision) == KNOWN_CHECKPOINTS["small"]
+    assert spec.doc_max_len == 1024 and spec.query_max_len == 512 and spec.attn_implementation == "sdpa"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert spec.resolved_device().type == expected
+    assert ModelSpec(name="nano", device="cpu").resolved_dtype() == "float32"  # reference: fp32 on CPU
+    assert ModelSpec(path="/some/dir").hf_id is None  # a local path overrides the hub id
+    with pytest.raises(ValueError):
+        ModelSpec(dtype="int8")
+
+
+def _char_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {c: i for i, c in enumerate(["<pad>", "<eos>", "<bos>", "<unk>", *"abcdefghijklmnopqrstuvwxyz"])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>",
+                                   bos_token="<bos>", unk_token="<unk>")
+
+
+def test_multi_token_answer_word_is_a_clear_error(tmp_path):
+    tokenizer = _char_tokenizer()
+    with pytest.raises(ValueError, match=r"'yes' must encode to exactly one token, got token ids \[28, 8, 22\]"):
+        answer_token_id(tokenizer, "yes")
+    # the same check guards load_model on a local checkpoint
+    tiny = build_tiny_model(seed=0)
+    tiny.model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="'yes' must encode to exactly one token"):
+        load_model(ModelSpec(path=tmp_path, dtype="float32", device="cpu"))
+
+
+def test_answer_ids_come_from_the_tokenizer(tiny):
+    tokenizer = build_tiny_tokenizer()
+    assert tiny.yes_id == tokenizer.convert_tokens_to_ids("yes") == 6
+    assert tiny.no_id == tokenizer.convert_tokens_to_ids("no") == 7
+
+
+def test_tiny_model_is_deterministic(tiny):
+    again = build_tiny_model(seed=0)
+    first, second = tiny.model.state_dict(), again.model.state_dict()
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    assert margins(tiny) == margins(again)
+    assert again.identity == tiny.identity
+    other = build_tiny_model(seed=1)
+    assert margins(other) != margins(tiny)
+    assert other.identity["encoder_fingerprint"] != tiny.identity["encoder_fingerprint"]
+
+
+def test_save_and_reload_local_checkpoint(tiny, tmp_path):
+    tiny.save_pretrained(tmp_path)
+    reloaded = load_model(ModelSpec(path=tmp_path, dtype="float32", device="cpu"))
+    assert (reloaded.yes_id, reloaded.no_id, reloaded.d_model) == (tiny.yes_id, tiny.no_id, 64)
+    assert reloaded.identity["weights_fingerprint"].startswith("sha256:")
+    assert reloaded.identity["encoder_fingerprint"] == tiny.identity["encoder_fingerprint"]
+    assert reloaded.identity["tokenizer_fingerprint"] == tiny.identity["tokenizer_fingerprint"]
+    assert reloaded.tokenizer.padding_side == "right"
+    assert str(tmp_path) not in repr(reloaded.identity)  # no machine-specific paths in run signatures
+    assert margins(reloaded, 4) == pytest.approx(margins(tiny, 4), abs=1e-6)
+    # bf16 load of the same directory: a different dtype, same answer ids
+    as_bf16 = load_model(ModelSpec(path=tmp_path, dtype="bfloat16", device="cpu"))
+    assert as_bf16.model.dtype == torch.bfloat16 and as_bf16.identity["dtype"] == "bfloat16"
+
+
+def test_vision_tower_is_not_loaded(tmp_path):
+    """A checkpoint with a bigger vision tower loads with the tiny one; text weights and scores unchanged."""
+    config = t5gemma2_config(TINY_TEXT_CONFIG)
+    config.encoder.vision_config.hidden_size = 48
+    config.encoder.vision_config.num_hidden_layers = 3
+    source = random_t5gemma2(config, seed=5, std=0.1)
+    source_loaded = _finish(source, build_tiny_tokenizer(), ModelSpec(name="tiny", dtype="float32", device="cpu"),
+                            checkpoint="x", revision=None, weights_fingerprint="x")
+    source_loaded.save_pretrained(tmp_path)
+    loaded = load_model(ModelSpec(path=tmp_path, dtype="float32", device="cpu"))
+    vision = loaded.model.get_encoder().vision_tower
+    assert vision.config.hidden_size == 32 and vision.config.num_hidden_layers == 1
+    assert sum(p.numel() for p in vision.parameters()) < 50_000
+    assert margins(loaded) == pytest.approx(margins(source_loaded), abs=1e-6)
+
+
+def test_missing_text_weights_are_an_error(tiny, tmp_path):
+    tiny.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    del weights["model.decoder.layers.0.mlp.up_proj.weight"]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="text weights missing or mismatched"):
+        load_model(ModelSpec(path=tmp_path, dtype="float32", device="cpu"))
+
+
+def test_load_model_builds_named_random_models():
+    loaded = load_model(ModelSpec(name="tiny", seed=3, dtype="float32", device="cpu"))
+    assert loaded.identity["weights_fingerprint"].startswith("random:tiny:seed=3")
+
+
+def test_reranker_identity_has_everything_that_affects_scores(tiny):
+    identity = KalmReranker(tiny, RerankSettings(ratios=[4])).identity()
+    for key in ("doc_max_len", "query_max_len", "prompt_template_sha256", "yes_id", "no_id", "pooling_rule"):
+        assert key in identity
+    for key in ("checkpoint", "revision", "dtype", "weights_fingerprint", "encoder_fingerprint"):
+        assert key in identity["model"]
+
+
+@pytest.mark.slow
+def test_hub_checkpoint_loads_offline_from_the_hf_cache(tmp_path):
+    """ModelSpec(name="nano") resolves the pinned revision from a local HF cache with HF_HUB_OFFLINE=1.
+
+    A tiny model stands in for the real weights; runs in a subprocess because the hub cache location is
+    fixed when huggingface_hub is imported."""
+    import os
+    import subprocess
+    import sys
+
+    hf_id, revision = KNOWN_CHECKPOINTS["nano"]
+    snapshot = tmp_path / f"models--{hf_id.replace('/', '--')}" / "snapshots" / revision
+    build_tiny_model(seed=0).save_pretrained(snapshot)
+    code = (
+        "from kalm_eval.fbnl.model import ModelSpec, hf_cache_snapshot, load_model\n"
+        "assert hf_cache_snapshot('nano') is not None\n"
+        "m = load_model(ModelSpec(name='nano', device='cpu'))\n"
+        f"assert m.identity['weights_fingerprint'] == 'hf:{hf_id}@{revision}', m.identity\n"
+        "assert (m.yes_id, m.no_id) == (6, 7)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path)}
+    repo_root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300, cwd=repo_root)
+
+
+def test_build_reranker_from_model_config(tmp_path):
+    """The pipeline's entry point, fed the dict of conf/model/tiny.yaml."""
+    from kalm_eval.fbnl.rerank import build_reranker
+
+    config = {"name": "tiny", "hf_id": None, "revision": None, "path": None, "seed": 0, "dtype": "float32",
+              "device": "cpu", "doc_max_len": 64, "query_max_len": 512, "attn_implementation": "sdpa"}
+    reranker = build_reranker(config, ratios=[1, 4], cache_dir=tmp_path / "passages", batch_size=8,
+                              encode_batch_size=4)
+    reranker.prepare(DOCS)
+    assert reranker.stats()["passages_encoded"] == 2
+    scores = reranker.score(QUERY, "Given a query, retrieve documents that answer the query.", list(DOCS), 4)
+    assert len(scores) == 2 and reranker.identity()["doc_max_len"] == 64
+    with pytest.raises(ValueError, match="unknown model settings"):
+        build_reranker({**config, "dtpye": "float32"}, ratios=[4])

@@ -1,0 +1,129 @@
+"""Sweeps: Hydra multirun over model x compression (x benchmark) deduplicates by signature, reruns only what is missing,
+and the report reads the whole tree. Plus the acceptance run on real data with the tiny model (needs kalm_eval.fbnl)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kalm_eval.report.build import build_report
+from kalm_eval.report.compare import CompareOptions, compare_records
+from kalm_eval.report.results import load_records
+from kalm_eval.report.tables import ReportOptions
+
+from ..conftest import REPO_ROOT, SHARED_DATA
+from ..helpers import run_overrides
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def toy_dataset(root: Path) -> Path:
+    (root / "qrels").mkdir(parents=True)
+    docs = [{"_id": f"d{i}", "title": f"title {i}", "text": f"document on topic {i % 5} word{i} alpha beta"} for i in range(40)]
+    (root / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs) + "\n")
+    (root / "queries.jsonl").write_text("\n".join(json.dumps({"_id": f"q{i}", "text": f"topic {i} word{i}"}) for i in range(10)) + "\n")
+    (root / "qrels/test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(10)))
+    return root
+
+
+def kalm_eval(cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kalm_eval", *args], cwd=cwd, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_multirun_dedupes_and_report_reads_the_sweep(tmp_path, monkeypatch):
+    """`-m model=nano,small compression=1,4` without a reranker: 4 jobs, one signature, one record; a rerun does nothing."""
+    data = toy_dataset(tmp_path / "toy")
+    args = ["-m", "benchmark=local", f"benchmark.path={data}", "benchmark.label=toy", "retriever=bm25", "retriever.depth=20",
+            "model=nano,small", "compression=1,4"]
+    first = kalm_eval(tmp_path, *args)
+    assert first.returncode == 0, first.stderr[-3000:] + first.stdout[-3000:]
+    log = first.stdout + first.stderr
+    assert log.count("already done (same signature)") == 3  # jobs 2-4 hit the record job 1 wrote
+    records = load_records([tmp_path / "results/runs", tmp_path / "results/multirun"])
+    assert len(records) == 1 and records[0].dataset == "local/toy"
+    # a rerun of any point of the sweep (in-process here, to save a second interpreter start) finds it done
+    record = records[0].path / "metrics.json"
+    stamp = record.stat().st_mtime_ns
+    monkeypatch.chdir(tmp_path)
+    (out_dir,) = run_overrides("benchmark=local", f"benchmark.path={data}", "benchmark.label=toy", "retriever=bm25",
+                               "retriever.depth=20", "model=small", "compression=4")
+    assert out_dir.resolve() == records[0].path.resolve() and record.stat().st_mtime_ns == stamp
+
+    out = build_report(None, tmp_path / "rep", plots=False)  # default roots: results/runs + results/multirun (cwd)
+    assert len(out.records) == 1 and (tmp_path / "rep/paper_table.local.md").exists()
+
+
+def _fbnl_ready() -> str | None:
+    """Whether the reranker stage the pipeline calls exists, checked without importing torch (slow) here."""
+    source = Path(importlib.util.find_spec("kalm_eval").origin).parent / "fbnl" / "rerank.py"
+    if not source.exists():
+        return "kalm_eval/fbnl/rerank.py is not there yet (the reranker stage)"
+    if "def build_reranker" not in source.read_text(encoding="utf-8"):
+        return "kalm_eval.fbnl.rerank has no build_reranker yet (the pipeline's reranker entry point)"
+    return None
+
+
+@pytest.mark.slow
+def test_tiny_model_on_scifact_end_to_end(tmp_path):
+    """Acceptance: real pipeline, tiny model on ../shared/data SciFact at r = 1, 4, 32 -> report + gate."""
+    reason = _fbnl_ready()
+    if reason:
+        pytest.skip(reason)
+    if not (SHARED_DATA / "beir/scifact").exists():
+        pytest.skip(f"real data not available: {SHARED_DATA / 'beir/scifact'} is absent")
+    runs = tmp_path / "runs"
+    # rerank depth 10 and 256-token passages keep the CPU cost to minutes (all 300 queries are still evaluated)
+    proc = kalm_eval(REPO_ROOT, "benchmark=beir/scifact", "retriever=bm25", "reranker=kalm", "reranker.depth=10", "model=tiny",
+                     "model.doc_max_len=256", "compression=[1,4,32]", f"data_dir={SHARED_DATA}", f"output_dir={runs}",
+                     f"cache_dir={tmp_path / 'cache'}", timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    assert sorted(p.name for p in runs.iterdir()) == ["r1", "r32", "r4"]
+
+    out = build_report([runs], tmp_path / "rep", options=ReportOptions(paper_row="KaLM-Reranker-V1-Nano", compare_to="average"))
+    md = (tmp_path / "rep/paper_table.beir.md").read_text()
+    r4 = load_records(runs / "r4")[0]
+    ours = f"{100 * r4.value('reranked'):.2f}"
+    line = next(line for line in md.splitlines() if line.startswith("| tiny") and "| 4 |" in line)
+    assert ours in line and "57.41†" in line and "Δ" in line and any(v in line for v in ("OK", "OKish", "FAIL"))
+    assert sorted(p.name for p in out.plots) == ["ndcg_vs_r.beir.png", "pareto.beir.png"] or \
+        any("no warm latency" in w for w in out.warnings)
+    for p in out.plots:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
+
+    same = compare_records(load_records(runs / "r4"), load_records(runs / "r4"), CompareOptions())
+    assert same.exit_code == 0
+    other_ratio = compare_records(load_records(runs / "r1"), load_records(runs / "r4"), CompareOptions())
+    assert other_ratio.exit_code == 2 and "reranker.compression" in other_ratio.refused[0]
+
+
+@pytest.mark.slow
+def test_tiny_model_multirun_sweep(tmp_path):
+    """`kalm-eval -m model=tiny compression=1,4`: one record per (model, r) under results/runs, passages encoded once
+    (shared cache), a rerun does nothing, and the report reads the sweep."""
+    reason = _fbnl_ready()
+    if reason:
+        pytest.skip(reason)
+    if not (SHARED_DATA / "beir/scifact").exists():
+        pytest.skip(f"real data not available: {SHARED_DATA / 'beir/scifact'} is absent")
+    args = ["-m", "benchmark=beir/scifact", "retriever=bm25", "reranker=kalm", "reranker.depth=5", "model=tiny",
+            "model.doc_max_len=128", "compression=1,4", f"data_dir={SHARED_DATA}"]
+    proc = kalm_eval(tmp_path, *args, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    records = load_records([tmp_path / "results/runs", tmp_path / "results/multirun"])
+    assert sorted(r.ratio for r in records) == [1, 4]
+    again = kalm_eval(tmp_path, *args, timeout=1800)
+    assert (again.stdout + again.stderr).count("already done (same signature)") == 2
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        out = build_report(None, tmp_path / "rep")
+    finally:
+        os.chdir(cwd)
+    assert "ndcg_vs_r.beir.png" in {p.name for p in out.plots}

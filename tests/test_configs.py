@@ -1,0 +1,161 @@
+"""Every dataset of every suite composes (Hydra compose API over conf/) and resolves to a loader, a split, an
+instruction and the registry's quirk set; the first stage and the reranker see the unit's instruction."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from kalm_eval.data.lmeb import LAYOUTS, MEMORY_TYPES
+from kalm_eval.data.loaders import LOADERS
+from kalm_eval.data.miracl import LANGUAGES
+from kalm_eval.data.quirks import Quirks, expected_quirks
+from kalm_eval.suite import expand_units, is_suite
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+BEIR_13 = ["arguana", "climate-fever", "dbpedia-entity", "fever", "fiqa", "hotpotqa", "nfcorpus", "nq", "quora",
+           "scidocs", "scifact", "trec-covid", "webis-touche2020"]
+# reference-scores.md §6 (subsets per task) and mteb's LMEB "Memory Type" grouping
+LMEB_SUBSETS = {"ConvoMem": 6, "CovidQA": 1, "DeepPlanning": 3, "EPBench": 54, "ESGReports": 1, "Gorilla": 3,
+                "KnowMeBench": 15, "LMEBMLDR": 1, "LMEB_SciFact": 1, "LoCoMo": 5, "LongMemEval": 6, "LooGLE": 2,
+                "MemBench": 10, "MemGovern": 48, "NovelQA": 7, "PeerQA": 1, "ProceduralMemBench": 3, "QASPER": 1,
+                "REALTALK": 3, "ReMe": 9, "TMD": 12, "ToolBench": 1}
+LMEB_TYPES = {"Episodic": {"EPBench", "KnowMeBench"},
+              "Dialogue": {"LoCoMo", "LongMemEval", "REALTALK", "TMD", "MemBench", "ConvoMem"},
+              "Semantic": {"QASPER", "NovelQA", "PeerQA", "CovidQA", "ESGReports", "LMEBMLDR", "LooGLE", "LMEB_SciFact"},
+              "Procedural": {"Gorilla", "ToolBench", "ReMe", "ProceduralMemBench", "MemGovern", "DeepPlanning"}}
+SUITES = {"beir": 13, "miracl": 18, "lmeb": 22, "lmeb_dialogue": 6}
+SPLITS = {"beir": "test", "miracl": "dev", "lmeb": "test"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _hydra():
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        yield
+
+
+def _compose(*overrides: str):
+    return compose("config", overrides=list(overrides))
+
+
+def _check_unit(unit) -> None:
+    b = unit.benchmark
+    assert b["loader"] in LOADERS, unit.name
+    assert b["split"] == SPLITS[b["loader"]], unit.name
+    assert isinstance(b["instruction"], str) and b["instruction"].strip(), unit.name
+    quirks = Quirks.from_config(b["quirks"])
+    entry = expected_quirks(unit.name)
+    assert entry is not None and quirks == entry[0], (unit.name, quirks)
+    if b["loader"] == "lmeb":
+        assert b["dataset"] in LAYOUTS and b["memory_type"] == LAYOUTS[b["dataset"]].memory_type
+        assert b["subset"] in b["subsets"] and b["instruction"] == b["subsets"][b["subset"]]
+    if b["loader"] == "miracl":
+        assert b["language"] in LANGUAGES and quirks.ignore_identical_ids is False
+
+
+@pytest.mark.parametrize("suite", list(SUITES))
+def test_every_dataset_of_every_suite_resolves(suite):
+    cfg = _compose(f"benchmark={suite}", "retriever=kalm_embedding", "reranker=kalm")
+    assert is_suite(cfg.benchmark)
+    assert len(cfg.benchmark.datasets) == SUITES[suite]
+    units = expand_units(cfg)
+    for unit in units:
+        _check_unit(unit)
+        # the paper's first stage and the reranker are instructed per unit
+        assert unit.config.retriever.instruction == unit.benchmark["instruction"]
+        assert unit.config.reranker.instruction == unit.benchmark["instruction"]
+    if suite == "lmeb":
+        assert len(units) == 193
+    if suite == "lmeb_dialogue":
+        assert len(units) == 5 + 6 + 3 + 12 + 10 + 6
+
+
+def test_each_dataset_selectable_alone():
+    # BEIR / MIRACL files are uniform (the suite test above resolves all of them): a sample keeps this fast.
+    for name in ["beir/arguana", "beir/webis-touche2020", "beir/quora", "miracl/ar", "miracl/yo", "miracl/zh"]:
+        cfg = _compose(f"benchmark={name}")
+        assert not is_suite(cfg.benchmark)
+        (unit,) = expand_units(cfg)
+        assert unit.name == name
+        _check_unit(unit)
+        assert OmegaConf.to_container(cfg.benchmark, resolve=True)["name"] == name
+    for dataset, count in LMEB_SUBSETS.items():
+        cfg = _compose(f"benchmark=lmeb/{dataset}")
+        assert is_suite(cfg.benchmark)  # an LMEB dataset = a suite of its subsets
+        units = expand_units(cfg)
+        assert len(units) == count and {u.dataset for u in units} == {f"lmeb/{dataset}"}
+        subsets = list(cfg.benchmark.subsets)
+        assert [u.name for u in units] == [f"lmeb/{dataset}/{s}" for s in subsets]
+        _check_unit(units[-1])  # every unit is resolved by the suite test above
+
+
+def test_lmeb_inventory_matches_reference():
+    cfg = _compose("benchmark=lmeb")
+    datasets = OmegaConf.to_container(cfg.benchmark.datasets, resolve=True)
+    assert {name: len(d["subsets"]) for name, d in datasets.items()} == LMEB_SUBSETS
+    assert sum(LMEB_SUBSETS.values()) == 193
+    for memory_type, members in LMEB_TYPES.items():
+        assert {n for n, d in datasets.items() if d["memory_type"] == memory_type} == members
+    assert set(LAYOUTS) == set(LMEB_SUBSETS) and set(MEMORY_TYPES) == set(LMEB_TYPES)
+    dialogue = _compose("benchmark=lmeb_dialogue")
+    assert set(dialogue.benchmark.datasets) == LMEB_TYPES["Dialogue"]
+    # spot-check LMEB's task_instructions.json lookups (scenario datasets by query type, MemGovern by name)
+    assert datasets["EPBench"]["subsets"]["world_news_claude_short__Times"] == (
+        "Given a specific event description, retrieve passages that contain when the event occurred")
+    assert set(datasets["MemGovern"]["subsets"].values()) == {
+        "Given a query, retrieve experiences or solutions that help to solve the query"}
+    assert datasets["LoCoMo"]["subsets"]["multi_hop"] == (
+        "Given a multi-hop question, retrieve documents from multiple sessions to answer the question")
+
+
+def test_beir_is_the_13_without_cqadupstack_and_miracl_has_18():
+    beir = _compose("benchmark=beir")
+    assert sorted(beir.benchmark.datasets) == sorted(BEIR_13)
+    assert not any("cqadupstack" in n or "msmarco" in n for n in beir.benchmark.datasets)
+    identical = {n for n, d in beir.benchmark.datasets.items() if d.quirks.ignore_identical_ids}
+    assert identical == {"arguana", "quora"}
+    miracl = _compose("benchmark=miracl")
+    assert sorted(miracl.benchmark.datasets) == sorted(LANGUAGES) and len(LANGUAGES) == 18
+    assert all(d.split == "dev" and d.quirks.relevance_threshold == 1 for d in miracl.benchmark.datasets.values())
+
+
+def test_instruction_overrides():
+    units = expand_units(_compose("benchmark=beir", "retriever=kalm_embedding", "benchmark.instruction=Do it"))
+    assert {u.benchmark["instruction"] for u in units} == {"Do it"}
+    assert {u.config.retriever.instruction for u in units} == {"Do it"}
+    (unit,) = expand_units(_compose("benchmark=lmeb/LoCoMo", "benchmark.subset=multi_hop", "reranker=kalm"))
+    assert unit.name == "lmeb/LoCoMo/multi_hop"
+    assert unit.config.reranker.instruction.startswith("Given a multi-hop question")
+    cfg = _compose("benchmark=lmeb/LoCoMo", "benchmark.subset=multi_hop")
+    assert not is_suite(cfg.benchmark)  # one subset runs as a plain pipeline run
+    (unit,) = expand_units(_compose("benchmark=lmeb/CovidQA", "benchmark.instruction="))
+    assert unit.benchmark["instruction"] == ""  # "" = without instruction (LMEB's wo_inst axis)
+    units = expand_units(_compose("benchmark=lmeb_dialogue", "benchmark.datasets.TMD.subset=dates_time_qs"))
+    assert [u.name for u in units if u.dataset == "lmeb/TMD"] == ["lmeb/TMD/dates_time_qs"]
+
+
+@pytest.mark.parametrize("suite", list(SUITES))
+def test_paper_experiments(suite):
+    cfg = _compose(f"+experiment=paper_{suite}")
+    assert cfg.benchmark.name == suite and len(cfg.benchmark.datasets) == SUITES[suite]
+    assert cfg.retriever.model == "KaLM-Embedding/KaLM-embedding-multilingual-mini-instruct-v2.5"
+    assert cfg.retriever.depth == 100 and cfg.reranker.name == "kalm" and cfg.reranker.depth == 100
+    assert cfg.benchmark.paper_retriever == "kalm_embedding"
+    unit = expand_units(cfg)[0]
+    assert unit.config.retriever.instruction == unit.benchmark["instruction"]
+
+
+def test_cli_cfg_job_prints_a_suite():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "kalm_eval", "--cfg", "job", "benchmark=lmeb/LoCoMo",
+                          "retriever=kalm_embedding"], cwd=CONF_DIR.parent, capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "loader: lmeb" in out.stdout and "single_hop:" in out.stdout

@@ -1,0 +1,105 @@
+"""Acceptance for the FBNL reranking runner on real SciFact with the tiny model: both stages written, the encoder
+runs once per unique passage for a whole compression sweep, the disk cache serves later runs, the final run is the
+reranked head + first-stage tail, and stored scores equal an independent full-forward reference."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+
+import pytest
+
+from kalm_eval.records import read_json
+from tests.conftest import shared_dataset
+from tests.helpers import run_overrides
+
+DEPTH = 10
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    shared_dataset("beir", "scifact")
+    tmp = tmp_path_factory.mktemp("rerank")
+    common = ["benchmark=beir/scifact", f"data_dir={shared_dataset()}", "retriever=bm25", "retriever.depth=20",
+              "reranker=kalm", f"reranker.depth={DEPTH}", "model=tiny", "model.doc_max_len=256",
+              "reranker.latency_batches=3", f"cache_dir={tmp / 'cache'}"]
+    outputs = run_overrides(*common, "compression=[1,4,32]", f"output_dir={tmp / 'sweep'}")
+    return tmp, common, outputs
+
+
+def rows(path):
+    with gzip.open(path, "rt") as fh:
+        return [line.split() for line in fh]
+
+
+def test_encoder_runs_once_per_unique_passage_for_the_whole_sweep(sweep):
+    tmp, _, outputs = sweep
+    assert [p.name for p in outputs] == ["r1", "r4", "r32"]
+    first_stage = rows(outputs[0] / "run.first_stage.trec.gz")
+    heads = {r[2] for r in first_stage if int(r[3]) <= DEPTH}
+    for out in outputs:
+        record = read_json(out / "metrics.json")
+        counts = record["counts"]
+        assert counts["unique_passages"] == len(heads)
+        assert counts["passages_encoded"] == len(heads)  # one encoder pass per passage, shared by r = 1, 4, 32
+        assert counts["pairs"] == 300 * DEPTH
+        assert counts["ratios_sharing_encode"] == [1, 4, 32]
+        assert set(record["stages"]) == {"first_stage", "reranked"}
+        assert record["protocol"]["reranker"]["compression"] == int(out.name[1:])
+        assert record["stages"]["reranked"]["recall_ceiling"] == record["stages"]["first_stage"][f"R@{DEPTH}"]
+        latency = record["timings"]["latency"]
+        assert latency["timed_batches"] == 3 and latency["ms_per_pair_p50"] > 0
+        assert record["timings"]["encode_s"] > 0 and record["timings"]["score_s"] > 0
+    vectors = read_json(outputs[0] / "metrics.json")["counts"]["pooled_vectors_per_passage"]
+    assert float(vectors["1"]) > float(vectors["4"]) > float(vectors["32"]) >= 1
+    signatures = {read_json(o / "metrics.json")["signature"] for o in outputs}
+    assert len(signatures) == 3
+
+
+def test_final_run_is_reranked_head_then_first_stage_tail(sweep):
+    _, _, outputs = sweep
+    first = rows(outputs[1] / "run.first_stage.trec.gz")
+    final = rows(outputs[1] / "run.reranked.trec.gz")
+    by_query = lambda rs: {q: [r for r in rs if r[0] == q] for q in dict.fromkeys(r[0] for r in rs)}
+    first_q, final_q = by_query(first), by_query(final)
+    for qid, ranked in final_q.items():
+        assert [int(r[3]) for r in ranked] == list(range(1, len(ranked) + 1))
+        assert {r[2] for r in ranked[:DEPTH]} == {r[2] for r in first_q[qid][:DEPTH]}
+        assert [r[2] for r in ranked[DEPTH:]] == [r[2] for r in first_q[qid][DEPTH:]]
+        margins = [float(r[4]) for r in ranked[:DEPTH]]
+        assert margins == sorted(margins, reverse=True)
+        assert all(float(r[4]) < margins[-1] for r in ranked[DEPTH:])
+
+
+def test_stored_scores_equal_an_independent_full_forward(sweep):
+    from kalm_eval.data.loaders import load_dataset
+    from kalm_eval.fbnl.model import ModelSpec, load_model
+    from kalm_eval.fbnl.reference import ReferenceScorer
+
+    tmp, _, outputs = sweep
+    record = read_json(outputs[1] / "metrics.json")
+    with gzip.open(outputs[1] / "scores.reranked.tsv.gz", "rt") as fh:
+        pairs = list(csv.DictReader(fh, delimiter="\t"))[:6]
+    dataset = load_dataset(record["provenance"]["config"]["benchmark"], tmp / "cache")
+    loaded = load_model(ModelSpec(name="tiny", dtype="float32", device="cpu", doc_max_len=256))
+    instruction = record["protocol"]["reranker"]["instruction"]
+    reference = ReferenceScorer(loaded).score(
+        [(dataset.queries[p["query_id"]].text, instruction, dataset.passage(p["doc_id"])) for p in pairs], 4)
+    for pair, ref in zip(pairs, reference):
+        assert float(pair["margin"]) == pytest.approx(ref.margin, abs=1e-4)
+
+
+def test_rerun_skips_and_new_ratio_reuses_the_passage_cache(sweep):
+    tmp, common, outputs = sweep
+    stamp = (outputs[0] / "metrics.json").stat().st_mtime_ns
+    run_overrides(*common, "compression=[1,4,32]", f"output_dir={tmp / 'sweep'}")
+    assert (outputs[0] / "metrics.json").stat().st_mtime_ns == stamp
+    [out] = run_overrides(*common, "compression=2", f"output_dir={tmp / 'r2'}")
+    counts = read_json(out / "metrics.json")["counts"]
+    # The cache keeps pooled states per ratio (not the full encoder states), so a ratio never seen needs one
+    # encoder pass per passage again - once.
+    assert counts["passages_encoded"] == counts["unique_passages"] and counts["cache_hits"] == 0
+    [again] = run_overrides(*common, "compression=4", f"output_dir={tmp / 'r4-again'}")
+    counts = read_json(again / "metrics.json")["counts"]
+    assert counts["passages_encoded"] == 0 and counts["cache_hits"] == counts["unique_passages"]
+    assert read_json(again / "metrics.json")["stages"]["reranked"] == read_json(outputs[1] / "metrics.json")["stages"]["reranked"]
