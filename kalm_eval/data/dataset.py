@@ -74,38 +74,17 @@ def load_beir(path: str | Path, *, name: str, split: str, quirks: Quirks, joiner
     queries_file = find_file(path, "queries.jsonl")
     qrels_file = find_file(path / "qrels", f"{split}.tsv")
 
-    all_queries = read_queries(queries_file)
-    qrels = read_qrels(qrels_file)
     corpus = DocStore(corpus_file, cache_dir)
-
-    judged = list(dict.fromkeys(q.query_id for q in qrels))
-    missing_queries = [qid for qid in judged if qid not in all_queries]
-    if missing_queries:
-        raise DataError(
-            f"{qrels_file}: {len(missing_queries)} judged query id(s) not in {queries_file}, e.g. {missing_queries[:5]}"
-        )
-    # Qrels pointing at documents absent from the corpus exist upstream (ArguAna: 5); keep them (they count as
-    # unretrievable relevant docs, as in BEIR/MTEB) and report the count.
-    missing_docs = sorted({q.doc_id for q in qrels if q.doc_id not in corpus})
-    if missing_docs:
-        log.warning("%s: %d judged doc id(s) not in the corpus, e.g. %s", qrels_file, len(missing_docs), missing_docs[:5])
-    judged_set = set(judged)
-    queries = {qid: Query(qid, text) for qid, text in all_queries.items() if qid in judged_set}
-    return Dataset(
+    return assemble(
         name=name,
         split=split,
-        queries=queries,
-        qrels=qrels,
+        all_queries=read_queries(queries_file),
+        qrels=read_qrels(qrels_file),
         corpus=corpus,
         quirks=quirks,
         joiner=joiner,
         files={"corpus": corpus.sha256, "queries": sha256_file(queries_file), "qrels": sha256_file(qrels_file)},
-        stats={
-            "docs": len(corpus),
-            "queries": len(queries),
-            "qrels": len(qrels),
-            "qrels_docs_missing_from_corpus": len(missing_docs),
-        },
+        sources={"queries": str(queries_file), "qrels": str(qrels_file)},
     )
 
 

@@ -16,8 +16,6 @@ have query ids that equal relevant passage ids). Passage = title + joiner + text
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +25,7 @@ from typing import Any
 from kalm_eval.data.dataset import Dataset, assemble, file_identity, materialize_corpus
 from kalm_eval.data.docstore import DocStore
 from kalm_eval.data.quirks import Quirks
-from kalm_eval.data.readers import DataError, find_file, open_text, read_qrels, read_queries
+from kalm_eval.data.readers import DataError, find_file, iter_jsonl, open_text, read_qrels, read_queries
 from kalm_eval.records import sha256_file
 
 log = logging.getLogger(__name__)
@@ -144,18 +142,8 @@ def _corpus_jsonl(files: list[Path], cache_dir: Path) -> Path:
 
 def _shard_rows(files: list[Path]) -> Iterator[tuple[str, str, str]]:
     for path in files:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
-                if not isinstance(obj, dict) or "docid" not in obj or "text" not in obj:
-                    raise DataError(f"{path}:{lineno}: miracl-corpus line needs 'docid' and 'text'")
-                yield str(obj["docid"]), str(obj.get("title") or ""), str(obj["text"])
+        for _, obj in iter_jsonl(path, ("docid", "text")):
+            yield str(obj["docid"]), str(obj.get("title") or ""), str(obj["text"])
 
 
 def _download(cfg: dict[str, Any]) -> tuple[Path, Path]:
