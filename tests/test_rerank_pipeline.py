@@ -1,6 +1,7 @@
 """Acceptance for the FBNL reranking runner on real SciFact with the tiny model: both stages written, the encoder
 runs once per unique passage for a whole compression sweep, the disk cache serves later runs, the final run is the
-reranked head + first-stage tail, and stored scores equal an independent full-forward reference."""
+reranked head + first-stage tail, stored scores equal an independent full-forward reference, and the report and the
+regression gate work on these results."""
 
 from __future__ import annotations
 
@@ -103,3 +104,30 @@ def test_rerun_skips_and_new_ratio_reuses_the_passage_cache(sweep):
     counts = read_json(again / "metrics.json")["counts"]
     assert counts["passages_encoded"] == 0 and counts["cache_hits"] == counts["unique_passages"]
     assert read_json(again / "metrics.json")["stages"]["reranked"] == read_json(outputs[1] / "metrics.json")["stages"]["reranked"]
+
+
+def test_report_and_gate_on_tiny_model_results(sweep, tmp_path):
+    from kalm_eval.report.build import build_report
+    from kalm_eval.report.compare import CompareOptions, compare_records
+    from kalm_eval.report.results import load_records
+    from kalm_eval.report.tables import ReportOptions
+
+    _, _, outputs = sweep
+    runs = outputs[0].parent
+    out = build_report([runs], tmp_path / "rep", options=ReportOptions(paper_row="KaLM-Reranker-V1-Nano", compare_to="average"))
+    table = (tmp_path / "rep" / "paper_table.beir.md").read_text()
+    r4 = load_records(runs / "r4")[0]
+    line = next(line for line in table.splitlines() if line.startswith("| tiny") and "| 4 |" in line)
+    # our value, the paper's (v1 Nano BEIR average, marked as such), the delta and a verdict
+    ours = 100 * r4.value("reranked")
+    assert f"{ours:.2f}" in line and "57.41†" in line and f"Δ {round(ours, 2) - 57.41:.2f}" in line
+    assert any(verdict in line for verdict in ("OK", "OKish", "FAIL"))
+    assert sorted(p.name for p in out.plots) == ["ndcg_vs_r.beir.png", "pareto.beir.png"]
+    for plot in out.plots:
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+    latency = (tmp_path / "rep" / "latency.md").read_text()
+    assert "missing" not in latency.split("\n| tiny", 1)[-1].split("\n")[0]  # warm latency recorded for every ratio
+
+    assert compare_records(load_records(runs / "r4"), load_records(runs / "r4"), CompareOptions()).exit_code == 0
+    refused = compare_records(load_records(runs / "r1"), load_records(runs / "r4"), CompareOptions())
+    assert refused.exit_code == 2 and "reranker.compression" in refused.refused[0]

@@ -1,9 +1,9 @@
 """Sweeps: Hydra multirun over model x compression (x benchmark) deduplicates by signature, reruns only what is missing,
-and the report reads the whole tree. Plus the acceptance run on real data with the tiny model (needs kalm_eval.fbnl)."""
+and the report reads the whole tree. (The tiny-model report acceptance on real SciFact is in tests/test_rerank_pipeline.py,
+sharing its r = 1, 4, 32 run.)"""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,9 +13,7 @@ from pathlib import Path
 import pytest
 
 from kalm_eval.report.build import build_report
-from kalm_eval.report.compare import CompareOptions, compare_records
 from kalm_eval.report.results import load_records
-from kalm_eval.report.tables import ReportOptions
 
 from ..conftest import REPO_ROOT, SHARED_DATA
 from ..helpers import run_overrides
@@ -60,56 +58,10 @@ def test_multirun_dedupes_and_report_reads_the_sweep(tmp_path, monkeypatch):
     assert len(out.records) == 1 and (tmp_path / "rep/paper_table.local.md").exists()
 
 
-def _fbnl_ready() -> str | None:
-    """Whether the reranker stage the pipeline calls exists, checked without importing torch (slow) here."""
-    source = Path(importlib.util.find_spec("kalm_eval").origin).parent / "fbnl" / "rerank.py"
-    if not source.exists():
-        return "kalm_eval/fbnl/rerank.py is not there yet (the reranker stage)"
-    if "def build_reranker" not in source.read_text(encoding="utf-8"):
-        return "kalm_eval.fbnl.rerank has no build_reranker yet (the pipeline's reranker entry point)"
-    return None
-
-
-@pytest.mark.slow
-def test_tiny_model_on_scifact_end_to_end(tmp_path):
-    """Acceptance: real pipeline, tiny model on ../shared/data SciFact at r = 1, 4, 32 -> report + gate."""
-    reason = _fbnl_ready()
-    if reason:
-        pytest.skip(reason)
-    if not (SHARED_DATA / "beir/scifact").exists():
-        pytest.skip(f"real data not available: {SHARED_DATA / 'beir/scifact'} is absent")
-    runs = tmp_path / "runs"
-    # rerank depth 10 and 256-token passages keep the CPU cost to minutes (all 300 queries are still evaluated)
-    proc = kalm_eval(REPO_ROOT, "benchmark=beir/scifact", "retriever=bm25", "reranker=kalm", "reranker.depth=10", "model=tiny",
-                     "model.doc_max_len=256", "compression=[1,4,32]", f"data_dir={SHARED_DATA}", f"output_dir={runs}",
-                     f"cache_dir={tmp_path / 'cache'}", timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
-    assert sorted(p.name for p in runs.iterdir()) == ["r1", "r32", "r4"]
-
-    out = build_report([runs], tmp_path / "rep", options=ReportOptions(paper_row="KaLM-Reranker-V1-Nano", compare_to="average"))
-    md = (tmp_path / "rep/paper_table.beir.md").read_text()
-    r4 = load_records(runs / "r4")[0]
-    ours = f"{100 * r4.value('reranked'):.2f}"
-    line = next(line for line in md.splitlines() if line.startswith("| tiny") and "| 4 |" in line)
-    assert ours in line and "57.41†" in line and "Δ" in line and any(v in line for v in ("OK", "OKish", "FAIL"))
-    assert sorted(p.name for p in out.plots) == ["ndcg_vs_r.beir.png", "pareto.beir.png"] or \
-        any("no warm latency" in w for w in out.warnings)
-    for p in out.plots:
-        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
-
-    same = compare_records(load_records(runs / "r4"), load_records(runs / "r4"), CompareOptions())
-    assert same.exit_code == 0
-    other_ratio = compare_records(load_records(runs / "r1"), load_records(runs / "r4"), CompareOptions())
-    assert other_ratio.exit_code == 2 and "reranker.compression" in other_ratio.refused[0]
-
-
 @pytest.mark.slow
 def test_tiny_model_multirun_sweep(tmp_path):
     """`kalm-eval -m model=tiny compression=1,4`: one record per (model, r) under results/runs, passages encoded once
     (shared cache), a rerun does nothing, and the report reads the sweep."""
-    reason = _fbnl_ready()
-    if reason:
-        pytest.skip(reason)
     if not (SHARED_DATA / "beir/scifact").exists():
         pytest.skip(f"real data not available: {SHARED_DATA / 'beir/scifact'} is absent")
     args = ["-m", "benchmark=beir/scifact", "retriever=bm25", "reranker=kalm", "reranker.depth=5", "model=tiny",
