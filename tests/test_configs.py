@@ -159,3 +159,14 @@ def test_cli_cfg_job_prints_a_suite():
                          env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "loader: lmeb" in out.stdout and "single_hop:" in out.stdout
+
+
+def test_bm25_analysis_follows_the_benchmark_language():
+    def analysis(benchmark: str) -> tuple:
+        retriever = OmegaConf.to_container(_compose(f"benchmark={benchmark}", "retriever=bm25").retriever, resolve=True)
+        return retriever["stopwords"], retriever["stemmer"]
+
+    assert analysis("beir/scifact") == ("en", "english")  # MTEB's bm25s settings
+    assert analysis("miracl/de") == ("de", "german")
+    assert analysis("miracl/zh") == ("zh", None)
+    assert analysis("miracl/sw") == (None, None)  # no stopword list or stemmer for Swahili: none rather than English

@@ -15,7 +15,7 @@ import pytest
 from kalm_eval.report.build import build_report
 from kalm_eval.report.results import load_records
 
-from ..conftest import REPO_ROOT, SHARED_DATA
+from ..conftest import SHARED_DATA
 from ..helpers import run_overrides
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
