@@ -29,6 +29,7 @@ class FirstStageRun:
 
     path: Path
     manifest: dict[str, Any]
+    reused: bool = False  # served from the cache rather than computed by this call
 
     def __iter__(self) -> Iterator[RankedList]:
         return iter_trec(self.path)
@@ -58,7 +59,7 @@ def first_stage(dataset: Dataset, retriever_cfg: dict[str, Any], cache_dir: Path
         manifest = read_json(manifest_path)
         if manifest.get("signature") == signature and manifest.get("sha256") == sha256_file(path):
             log.info("reusing first-stage run %s", path)
-            return FirstStageRun(path, manifest)
+            return FirstStageRun(path, manifest, reused=True)
         log.warning("first-stage cache %s does not match its manifest; rebuilding", path)
     started = time.perf_counter()
     queries = write_trec(path, retriever.retrieve(dataset, depth), tag=source["kind"])
