@@ -223,7 +223,7 @@ class ResultRecord:
     @property
     def whole_run_encode_ms_per_passage(self) -> float | None:
         """Offline encode seconds of the whole run / passages encoded (cold, cache misses only): a coarse fallback."""
-        seconds = _float(self.timings.get("encode_s (offline)", self.timings.get("encode_s")))
+        seconds = _float(self.timings.get("encode_s"))
         n = _float(self.counts.get("passages_encoded"))
         if seconds is None or not n:
             return None
@@ -231,16 +231,8 @@ class ResultRecord:
 
     @property
     def whole_run_ms_per_pair(self) -> float | None:
-        """Online scoring seconds of the whole run / pairs (cold, includes warm-up and I/O): a coarse fallback only.
-        Prefers the scorer's per-ratio counters (counts.score_by_ratio[r]) over the record-level totals."""
-        by_ratio = self.counts.get("score_by_ratio")
-        if isinstance(by_ratio, dict) and self.ratio is not None:
-            entry = by_ratio.get(str(self.ratio), by_ratio.get(self.ratio))
-            if isinstance(entry, dict):
-                seconds, pairs = _float(entry.get("score_seconds")), _float(entry.get("pairs"))
-                if seconds is not None and pairs:
-                    return 1000.0 * seconds / pairs
-        seconds = _float(self.timings.get("score_s (online)", self.timings.get("score_s")))
+        """Online scoring seconds of this ratio / its pairs (cold, includes first-call costs and I/O): a coarse fallback."""
+        seconds = _float(self.timings.get("score_s"))
         pairs = _float(self.counts.get("pairs"))
         if seconds is None or not pairs:
             return None

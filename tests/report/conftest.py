@@ -97,7 +97,7 @@ def write_record(out_dir: Path, *, dataset: str = "beir/scifact", model: str | N
                        "warmup_batches": 3}
         if latency is not None:
             timings["latency"] = latency
-        timings.update({"encode_s (offline)": 12.0, "score_s (online)": 30.0})
+        timings.update({"encode_s": 12.0, "score_s": 30.0})
         counts.update({"pairs": len(qids) * depth, "unique_passages": 5000})
         if stored_bytes == "default":
             d = PINNED.get(model, (None, None, 64))[2]
