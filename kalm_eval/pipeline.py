@@ -20,7 +20,8 @@ from typing import Any
 from kalm_eval import __version__, metrics, provenance
 from kalm_eval.data import Dataset
 from kalm_eval.data.loaders import load_dataset
-from kalm_eval.records import Candidate, RankedList, StageResult, atomic_open, read_json, signature_of, write_json_atomic
+from kalm_eval.records import Candidate, RankedList, StageResult
+from kalm_eval.storage import atomic_open, read_json, signature_of, write_json_atomic
 from kalm_eval.retrieval.first_stage import FirstStageRun, first_stage
 from kalm_eval.retrieval.runfile import write_trec
 

@@ -26,8 +26,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from kalm_eval import __version__
-from kalm_eval.data.readers import DataError
-from kalm_eval.records import atomic_open, read_json, signature_of, write_json_atomic
+from kalm_eval.errors import DataError
+from kalm_eval.storage import atomic_open, read_json, signature_of, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from kalm_eval.records import read_json
+from kalm_eval.storage import read_json
 from tests.conftest import REPO_ROOT
 from tests.data.test_beir_readers import write_beir
 from tests.helpers import compose_config, run_overrides

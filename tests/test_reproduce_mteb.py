@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kalm_eval.records import read_json
+from kalm_eval.storage import read_json
 from tests.conftest import shared_dataset
 from tests.helpers import run_overrides
 

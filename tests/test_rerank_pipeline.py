@@ -10,7 +10,7 @@ import gzip
 
 import pytest
 
-from kalm_eval.records import read_json
+from kalm_eval.storage import read_json
 from tests.conftest import shared_dataset
 from tests.helpers import run_overrides
 

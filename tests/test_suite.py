@@ -10,8 +10,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from kalm_eval.data.loaders import load_dataset
-from kalm_eval.data.readers import DataError
-from kalm_eval.records import read_json, write_json_atomic
+from kalm_eval.errors import DataError
+from kalm_eval.storage import read_json, write_json_atomic
 from kalm_eval.suite import Unit, expand_units, render_markdown, run_suite, summarize
 from tests.data.upstream_formats import CONF_DIR, write_lmeb_fixture
 

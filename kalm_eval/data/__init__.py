@@ -1,7 +1,6 @@
 """Data stage: benchmark datasets (queries, qrels, corpus by id) and their quirks."""
 
 from kalm_eval.data.dataset import Dataset
-from kalm_eval.data.readers import DataError
 from kalm_eval.data.quirks import Quirks
 
-__all__ = ["Dataset", "DataError", "Quirks"]
+__all__ = ["Dataset", "Quirks"]

@@ -20,9 +20,10 @@ from ir_measures import Qrel
 
 from kalm_eval.data.docstore import DocStore
 from kalm_eval.data.quirks import Quirks
-from kalm_eval.data.readers import DataError, find_file, read_qrels, read_queries
-from kalm_eval.records import (Query, RankedList, atomic_open, sha256_file, signature_of,
-                               write_json_atomic)
+from kalm_eval.errors import DataError
+from kalm_eval.data.readers import find_file, read_qrels, read_queries
+from kalm_eval.records import Query, RankedList
+from kalm_eval.storage import atomic_open, sha256_file, signature_of, write_json_atomic
 
 log = logging.getLogger(__name__)
 

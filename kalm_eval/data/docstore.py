@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kalm_eval.data.readers import DataError, iter_jsonl
-from kalm_eval.records import Document, atomic_open, read_json, sha256_file, write_json_atomic
+from kalm_eval.errors import DataError
+from kalm_eval.data.readers import iter_jsonl
+from kalm_eval.records import Document
+from kalm_eval.storage import atomic_open, read_json, sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,9 @@ from typing import Any
 from kalm_eval.data.dataset import Dataset, assemble, file_identity, materialize_corpus
 from kalm_eval.data.docstore import DocStore
 from kalm_eval.data.quirks import Quirks
-from kalm_eval.data.readers import DataError, iter_jsonl, read_qrels
-from kalm_eval.records import sha256_file
+from kalm_eval.errors import DataError
+from kalm_eval.data.readers import iter_jsonl, read_qrels
+from kalm_eval.storage import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from kalm_eval.data.dataset import Dataset, download_beir, load_beir
 from kalm_eval.data.lmeb import load_lmeb
 from kalm_eval.data.miracl import load_miracl
 from kalm_eval.data.quirks import Quirks, check_quirks
-from kalm_eval.data.readers import DataError
+from kalm_eval.errors import DataError
 
 log = logging.getLogger(__name__)
 

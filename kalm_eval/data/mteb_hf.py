@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ir_measures import Qrel
 
-from kalm_eval.data.readers import DataError
+from kalm_eval.errors import DataError
 
 if TYPE_CHECKING:
     from kalm_eval.data.dataset import Dataset

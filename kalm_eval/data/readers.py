@@ -12,9 +12,7 @@ from typing import IO
 
 from ir_measures import Qrel
 
-
-class DataError(ValueError):
-    """Bad input data; the message names the file and line."""
+from kalm_eval.errors import DataError
 
 
 def open_text(path: str | Path) -> IO[str]:

@@ -39,7 +39,7 @@ from transformers import (
 )
 from transformers.initialization import no_init_weights
 
-from kalm_eval.records import canonical_json, sha256_file, sha256_text
+from kalm_eval.storage import canonical_json, sha256_file, sha256_text
 
 from .tiny_tokenizer import build_tiny_tokenizer
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from kalm_eval.records import sha256_text
+from kalm_eval.storage import sha256_text
 
 from .batching import order_longest_first, run_in_batches
 from .model import LoadedModel

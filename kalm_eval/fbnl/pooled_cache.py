@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from kalm_eval.records import atomic_open, canonical_json, sha256_text, signature_of, write_json_atomic
+from kalm_eval.storage import atomic_open, canonical_json, sha256_text, signature_of, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from kalm_eval.records import sha256_text
+from kalm_eval.storage import sha256_text
 
 DEFAULT_INSTRUCTION = "Given a query, retrieve documents that answer the query."
 SYSTEM_INSTRUCTION = (

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kalm_eval.records import atomic_open
+from kalm_eval.storage import atomic_open
 from kalm_eval.report import plots as plotting
 from kalm_eval.report.paper import Paper, load_paper
 from kalm_eval.report.render import Section, csv_text

@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from kalm_eval.records import write_json_atomic
+from kalm_eval.storage import write_json_atomic
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
 log = logging.getLogger("kalm_eval.report")
@@ -58,7 +58,7 @@ def report_main(cfg: DictConfig) -> None:
 def compare_main(cfg: DictConfig) -> None:
     from kalm_eval.report.compare import REFUSED, CompareOptions, compare_records, to_console, to_json, to_markdown
     from kalm_eval.report.results import load_records
-    from kalm_eval.records import atomic_open
+    from kalm_eval.storage import atomic_open
 
     missing = [k for k in ("baseline", "candidate") if OmegaConf.is_missing(cfg, k) or not cfg[k]]
     if missing:

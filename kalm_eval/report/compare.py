@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from kalm_eval.records import canonical_json
+from kalm_eval.storage import canonical_json
 from kalm_eval.report.results import MAIN_MEASURE, ResultRecord
 
 PASS, REGRESSION, REFUSED = 0, 1, 2

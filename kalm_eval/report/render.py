@@ -7,7 +7,7 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kalm_eval.records import atomic_open
+from kalm_eval.storage import atomic_open
 
 MISSING = "missing"
 

@@ -15,7 +15,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from kalm_eval.records import canonical_json, sha256_text, signature_of
+from kalm_eval.storage import canonical_json, sha256_text, signature_of
 from kalm_eval.report.paper import AVERAGE, Paper, PaperCell, PaperTable, verdict
 from kalm_eval.report.render import MISSING, Section, Table, latex_escape
 from kalm_eval.report.results import MAIN_MEASURE, ResultRecord

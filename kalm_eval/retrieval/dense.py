@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kalm_eval.data import Dataset
-from kalm_eval.records import RankedList, sha256_file
+from kalm_eval.records import RankedList
+from kalm_eval.storage import sha256_file
 from kalm_eval.retrieval.runfile import rank
 
 

@@ -14,8 +14,9 @@ from typing import Any
 from kalm_eval import __version__
 from kalm_eval.data import Dataset
 from kalm_eval.data.dataset import restrict_to_candidates
-from kalm_eval.data.readers import DataError
-from kalm_eval.records import RankedList, read_json, sha256_file, signature_of, write_json_atomic
+from kalm_eval.errors import DataError
+from kalm_eval.records import RankedList
+from kalm_eval.storage import read_json, sha256_file, signature_of, write_json_atomic
 from kalm_eval.retrieval.bm25 import BM25Retriever, BM25Settings
 from kalm_eval.retrieval.dense import DenseRetriever, DenseSettings
 from kalm_eval.retrieval.runfile import TIE_BREAK, iter_trec, read_trec_validated, write_trec

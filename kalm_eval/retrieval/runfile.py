@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from kalm_eval.data.readers import DataError, open_text
-from kalm_eval.records import Candidate, RankedList, atomic_open
+from kalm_eval.errors import DataError
+from kalm_eval.data.readers import open_text
+from kalm_eval.records import Candidate, RankedList
+from kalm_eval.storage import atomic_open
 
 # trec_eval's own order (score desc, then docno desc), so a run file ranks exactly as trec_eval would rank its scores;
 # this matters: ArguAna BM25 has many tied scores, and MTEB's published numbers come from trec_eval's ordering.

@@ -11,7 +11,8 @@ import pytest
 from kalm_eval.data.dataset import load_beir
 from kalm_eval.data.docstore import DocStore
 from kalm_eval.data.quirks import Quirks
-from kalm_eval.data.readers import DataError, read_qrels, read_queries
+from kalm_eval.errors import DataError
+from kalm_eval.data.readers import read_qrels, read_queries
 from kalm_eval.records import Document
 
 

@@ -13,9 +13,9 @@ import pytest
 
 from kalm_eval.data.lmeb import LAYOUTS, check_instructions, scene_of
 from kalm_eval.data.loaders import load_dataset
-from kalm_eval.data.readers import DataError
+from kalm_eval.errors import DataError
 from kalm_eval.pipeline import RunConfig, run
-from kalm_eval.records import read_json
+from kalm_eval.storage import read_json
 from kalm_eval.retrieval.bm25 import BM25Retriever, BM25Settings
 from tests.data.upstream_formats import LOCOMO_SUBSETS, write_jsonl, write_lmeb_fixture, write_mteb_repo
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from kalm_eval.data.loaders import load_dataset
-from kalm_eval.data.readers import DataError
+from kalm_eval.errors import DataError
 from kalm_eval.pipeline import RunConfig, run
-from kalm_eval.records import read_json
+from kalm_eval.storage import read_json
 from tests.data.upstream_formats import (MIRACL_QRELS, MIRACL_SHARDS, MIRACL_TOPICS, write_jsonl, write_miracl_raw,
                                         write_mteb_repo, write_tsv)
 

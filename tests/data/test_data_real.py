@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 
 from kalm_eval.data.loaders import load_dataset
 from kalm_eval.data.miracl import LANGUAGES, find_topics, read_topics
-from kalm_eval.data.readers import DataError, read_qrels
+from kalm_eval.errors import DataError
+from kalm_eval.data.readers import read_qrels
 from tests.data.upstream_formats import CONF_DIR, SHARED_DATA
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / "miracl").is_dir(),
@@ -83,7 +84,7 @@ def test_beir_arguana_identical_ids(tmp_path):
 @pytest.mark.slow  # ~15 s on a loaded 2-core machine (tokenising, indexing, record writing)
 def test_bm25_scifact_reproduces_reference(tmp_path, monkeypatch):
     from kalm_eval.pipeline import RunConfig, run
-    from kalm_eval.records import read_json
+    from kalm_eval.storage import read_json
 
     monkeypatch.chdir(tmp_path)
     retriever = {"name": "bm25", "depth": 100, "method": "lucene", "k1": 1.5, "b": 0.75, "stopwords": "en",

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kalm_eval.records import signature_of
+from kalm_eval.storage import signature_of
 
 PINNED = {
     "nano": ("KaLM-Embedding/KaLM-Reranker-V1-Nano", "1d3dcd79115a77b91b2ece798f536880d2115e48", 640),

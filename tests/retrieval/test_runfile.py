@@ -6,7 +6,7 @@ import gzip
 
 import pytest
 
-from kalm_eval.data.readers import DataError
+from kalm_eval.errors import DataError
 from kalm_eval.records import Candidate, RankedList
 from kalm_eval.retrieval.runfile import iter_trec, rank, read_trec_validated, write_trec
 

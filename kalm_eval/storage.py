@@ -1,0 +1,136 @@
+"""Content hashing (run signatures, cache keys) and atomic writes: the two helpers every stage needs.
+
+Files are created with the process umask, as open() would (mkstemp alone would make them 0600 and unreadable to a
+group sharing a results directory), under unique temporary names, and renamed into place only on success."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def signature_of(obj: Any) -> str:
+    """Stable hash of everything that affects a number (sorted-key JSON, no timestamps)."""
+    return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_current_umask()
+DIR_MODE = 0o777 & ~_current_umask()
+
+
+def temp_sibling(path: Path, kind: str = "tmp") -> Path:
+    """A unique name beside `path` (same directory, so a rename onto `path` is atomic)."""
+    return path.with_name(f".{path.name}.{kind}-{uuid.uuid4().hex[:12]}")
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w", *, compress: bool | None = None) -> Iterator[IO]:
+    """Write to a unique temp file in the target directory and rename it into place only on success.
+
+    `compress` defaults to gzip for paths ending in .gz (with mtime=0 so identical content gives identical bytes)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compress = path.suffix == ".gz" if compress is None else compress
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as raw:
+            if compress:
+                with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+                    yield _wrap(gz, mode)
+            else:
+                yield _wrap(raw, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _wrap(binary: IO[bytes], mode: str) -> IO:
+    if "b" in mode:
+        return binary
+    return _NonClosingTextWrapper(binary)
+
+
+class _NonClosingTextWrapper:
+    """A text writer over a binary stream that flushes but never closes it (the context manager owns it)."""
+
+    def __init__(self, binary: IO[bytes]):
+        self._binary = binary
+
+    def write(self, text: str) -> int:
+        self._binary.write(text.encode("utf-8"))
+        return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    with atomic_open(path) as fh:
+        fh.write(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def copy_atomic(source: str | Path, target: str | Path) -> None:
+    with open(source, "rb") as src, atomic_open(target, "wb", compress=False) as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def replace_directory(staged: Path, target: Path) -> None:
+    """Put a fully written directory `staged` in place of `target` (which may exist).
+
+    Two renames: target -> a unique sibling, staged -> target; then the old copy is removed. A crash between the
+    renames leaves no `target` at all (recognised as "not done"), never a mix of old and new files."""
+    old = None
+    if target.exists():
+        old = temp_sibling(target, "old")
+        os.replace(target, old)
+    os.replace(staged, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def make_dirs(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
