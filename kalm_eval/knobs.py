@@ -91,6 +91,12 @@ def _check_type(name: str, value: Any, annotation: Any) -> Any:
         raise ConfigError(f"{name}={value!r}: expected {' or '.join(_type_name(a) for a in args)}")
     if annotation is Any:
         return value
+    if dataclasses.is_dataclass(annotation):  # a nested settings block, e.g. one cascade step
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name}={value!r}: expected a mapping of {', '.join(f.name for f in dataclasses.fields(annotation))}")
+        return from_mapping(annotation, value, prefix=name)
     if origin is tuple:  # tuple[int, ...]: a list or tuple in the config
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name}={value!r}: expected a list")

@@ -57,3 +57,31 @@ def _scored_docs(rankings: Iterable[RankedList], quirks: Quirks) -> Iterable[Sco
         n = len(kept)
         for position, cand in enumerate(kept):
             yield ScoredDoc(ranking.query_id, cand.doc_id, float(n - position))
+
+
+ROC_AUC_DEFINITION = ("scikit-learn roc_auc_score of the reranker margin; positive = qrel grade >= relevance_threshold, "
+                      "every other reranked candidate negative (unjudged included). roc_auc: pooled over all reranked "
+                      "(query, candidate) pairs of the dataset; roc_auc_query_mean: mean of per-query AUCs over the "
+                      "roc_auc_queries queries whose candidates hold both classes")
+
+
+def roc_auc(query_ids: list[str], doc_ids: list[str], scores: list[float], qrels: list[Qrel],
+            quirks: Quirks) -> dict[str, float | int | None]:
+    """ROC-AUC of a reranker's scores over its reranked pairs (see ROC_AUC_DEFINITION); None where undefined."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    relevant = {(q.query_id, q.doc_id) for q in qrels if q.relevance >= quirks.relevance_threshold}
+    labels = np.array([(q, d) in relevant for q, d in zip(query_ids, doc_ids)], dtype=bool)
+    values = np.asarray(scores, dtype=np.float64)
+    pooled = float(roc_auc_score(labels, values)) if 0 < labels.sum() < len(labels) else None
+    per_query = []
+    order = np.argsort(np.asarray(query_ids), kind="stable")
+    sorted_ids = np.asarray(query_ids)[order]
+    bounds = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1], True])
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        rows = order[start:end]
+        if 0 < labels[rows].sum() < len(rows):
+            per_query.append(float(roc_auc_score(labels[rows], values[rows])))
+    return {"roc_auc": pooled, "roc_auc_query_mean": float(np.mean(per_query)) if per_query else None,
+            "roc_auc_queries": len(per_query)}

@@ -1,285 +1,357 @@
-"""One evaluation run: dataset -> first stage -> (FBNL rerank at each ratio) -> metrics -> result record(s).
+"""One evaluation run: dataset -> first stage -> (rerank, passage-major units) -> metrics -> result record(s).
 
-A result record is a directory holding metrics.json (written last: its presence means "done"), the run files of
-every stage and per-query metric values. One record per (dataset, first stage, reranker, ratio): a compression
-sweep in one run shares the encoder pass but writes one record per ratio, so reports and gates treat every
-ratio alike."""
+A result record is a directory (kalm_eval.result) holding metrics.json beside the run files of every stage, the
+per-pair scores and the per-query metric values, committed whole. One record per (dataset, first stage, reranker,
+variant): a compression sweep in one run shares one encoder pass but writes one record per compression; a cascade
+writes one record for its whole plan. The pipeline orchestrates; each reranker reports its own costs."""
 
 from __future__ import annotations
 
 import csv
 import logging
-import os
-import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kalm_eval import __version__, metrics, provenance
+from kalm_eval.config import RunConfig
 from kalm_eval.data import Dataset
 from kalm_eval.data.loaders import load_dataset
+from kalm_eval.parallel import Workers, from_environment
+from kalm_eval.progress import progress_bar
 from kalm_eval.records import Candidate, RankedList, StageResult
-from kalm_eval.storage import atomic_open, read_json, signature_of, write_json_atomic
+from kalm_eval.rerank import family as reranker_family
+from kalm_eval.rerank.base import Reranker, Variant
+from kalm_eval.rerank.engine import (IncompleteUnits, RerankJob, UnitScores, compute_units, merge_units,
+                                     missing_units, unit_directory)
+from kalm_eval.rerank.latency import latency_chunk, measure_latency
+from kalm_eval.rerank.settings import RerankContext
+from kalm_eval.result import PER_QUERY_FILE, PER_QUERY_HEADER, ResultRecord, completed, default_directory
 from kalm_eval.retrieval.first_stage import FirstStageRun, first_stage
 from kalm_eval.retrieval.runfile import write_trec
+from kalm_eval.storage import atomic_open, copy_atomic, signature_of
 
 log = logging.getLogger(__name__)
 
 RERANK_TIE_BREAK = "margin desc, then first-stage rank"
+SCORES_HEADER = "query_id\tdoc_id\tfirst_stage_rank\tfirst_stage_score\tmargin\tp_yes"
 
 
 @dataclass
-class RunConfig:
-    """The resolved Hydra config, split by stage (plain dicts from OmegaConf)."""
+class RunState:
+    """What every record of one run shares: config, data, first stage, its metrics, the protocol base, timings."""
 
-    benchmark: dict[str, Any]
-    retriever: dict[str, Any]
-    reranker: dict[str, Any]
-    model: dict[str, Any]
-    compression: list[int]
-    cache_dir: Path
-    output_dir: Path | None = None
-    force: bool = False
-    full_config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def reranking(self) -> bool:
-        return self.reranker.get("name", "none") != "none"
+    cfg: RunConfig
+    workers: Workers
+    dataset: Dataset
+    first_stage: FirstStageRun
+    first_stage_result: StageResult
+    protocol: dict[str, Any]
+    timings: dict[str, Any]
+    started: float = field(default_factory=time.perf_counter)
 
 
 def run(cfg: RunConfig) -> list[Path]:
-    """Execute a run; returns the result directories (one per ratio when reranking)."""
+    """Execute a run; returns the result directories (one per variant when reranking)."""
     started = time.perf_counter()
+    workers = from_environment(cfg.worker, cfg.workers)
     dataset = load_dataset(cfg.benchmark, cfg.cache_dir)  # fails on missing data before any model is loaded
-    log.info("%s: %d queries, %d docs", dataset.name, len(dataset.queries), len(dataset.corpus))
+    log.info("%s%s: %d queries, %d docs", workers.label(), dataset.name, len(dataset.queries), len(dataset.corpus))
     fs_started = time.perf_counter()
-    fs = first_stage(dataset, cfg.retriever, cfg.cache_dir, force=cfg.force)
+    fs = first_stage(dataset, cfg.retriever, cfg.cache_dir, force=cfg.force, workers=workers)
     fs_seconds = time.perf_counter() - fs_started
-    depth = int(cfg.retriever["depth"])
-    base_protocol = {
-        "harness_version": __version__,
-        "dataset": dataset.identity(),
-        "first_stage": {"signature": fs.manifest["signature"], "source": fs.manifest["source"], "depth": depth,
-                        "tie_break": fs.manifest["tie_break"]},
-        "metrics": metrics.definitions(depth, dataset.quirks),
-    }
-    fs_result = metrics.evaluate("first_stage", fs, dataset.qrels, dataset.quirks, depth)
-    fs_timing = {"first_stage_s": fs_seconds, "first_stage_cached": fs.reused, "first_stage_build_s": fs.manifest.get("seconds")}
-
+    depth = cfg.retriever.depth
+    state = RunState(
+        cfg=cfg, workers=workers, dataset=dataset, first_stage=fs,
+        first_stage_result=metrics.evaluate("first_stage", fs, dataset.qrels, dataset.quirks, depth),
+        protocol={"harness_version": __version__, "dataset": dataset.identity(),
+                  "first_stage": {"signature": fs.signature, "source": fs.manifest["source"], "depth": depth,
+                                  "tie_break": fs.manifest["tie_break"]},
+                  "metrics": metrics.definitions(depth, dataset.quirks)},
+        timings={"first_stage_s": fs_seconds, "first_stage_cached": fs.reused,
+                 "first_stage_build_s": fs.manifest.get("seconds")},
+        started=started,
+    )
     if not cfg.reranking:
-        protocol = {**base_protocol, "reranker": None}
-        out = _output_dir(cfg, dataset, protocol, label=f"{cfg.retriever['name']}")
-        if _done(out, protocol, cfg.force):
-            return [out]
-        _write_record(out, dataset, protocol, fs, [fs_result], {}, {**fs_timing, "total_s": time.perf_counter() - started},
-                      {"queries": len(dataset.queries)}, cfg)
-        return [out]
-    return _rerank_runs(cfg, dataset, fs, fs_result, base_protocol, fs_timing, started)
+        return _first_stage_only(state)
+    return Reranking(state).run()
 
 
-def _rerank_runs(cfg, dataset: Dataset, fs: FirstStageRun, fs_result: StageResult, base_protocol, fs_timing, started) -> list[Path]:
-    from kalm_eval.fbnl.rerank import build_reranker  # heavy imports only when reranking
-
-    rr = cfg.reranker
-    rerank_depth = int(rr["depth"])
-    if rerank_depth > int(cfg.retriever["depth"]):
-        raise ValueError(f"reranker.depth={rerank_depth} exceeds retriever.depth={cfg.retriever['depth']}")
-    if rr.get("tail", "first_stage") not in ("first_stage", "drop"):
-        raise ValueError(f"reranker.tail must be first_stage or drop, got {rr.get('tail')!r}")
-    load_started = time.perf_counter()
-    reranker = build_reranker(cfg.model, ratios=cfg.compression, cache_dir=cfg.cache_dir / "passages",
-                              batch_size=int(rr.get("batch_size", 32)), encode_batch_size=int(rr.get("encode_batch_size", 16)))
-    load_seconds = time.perf_counter() - load_started
-    instruction = rr["instruction"]
-
-    plans, all_outputs = [], []
-    for ratio in cfg.compression:
-        protocol = {**base_protocol, "reranker": {
-            "model": reranker.identity(), "compression": ratio, "depth": rerank_depth, "instruction": instruction,
-            "tail": rr.get("tail", "first_stage"), "tie_break": RERANK_TIE_BREAK, "score": "margin z_yes - z_no"}}
-        out = _output_dir(cfg, dataset, protocol, label=f"{cfg.retriever['name']}-{cfg.model['name']}-r{ratio}",
-                          ratio=ratio if len(cfg.compression) > 1 else None)
-        all_outputs.append(out)
-        if not _done(out, protocol, cfg.force):
-            plans.append((ratio, protocol, out))
-    if not plans:
-        return all_outputs
-
-    # Pass 1 over the streamed run: the unique passages of every query's head (deduplicated across queries).
-    unique: dict[str, str] = {}
-    for ranking in fs:
-        for cand in ranking.candidates[:rerank_depth]:
-            if cand.doc_id not in unique:
-                unique[cand.doc_id] = dataset.passage(cand.doc_id)
-    reranker.prepare(unique)  # encode once, pool at every ratio
-
-    for ratio, protocol, out in plans:
-        score_started = time.perf_counter()
-        reranked, pair_rows = _rerank(fs, dataset, reranker, instruction, ratio, rerank_depth, rr.get("tail", "first_stage"))
-        score_seconds = time.perf_counter() - score_started
-        rr_result = metrics.evaluate("reranked", reranked, dataset.qrels, dataset.quirks, int(cfg.retriever["depth"]))
-        rr_result.extra["recall_ceiling"] = fs_result.aggregate.get(f"R@{rerank_depth}")
-        stats = reranker.stats()
-        latency = _measure_latency(fs, dataset, reranker, instruction, ratio, rerank_depth,
-                                   batches=int(rr.get("latency_batches", 10)), warmup=int(rr.get("latency_warmup", 2)),
-                                   batch_size=int(rr.get("batch_size", 32)))
-        # encode_s is the offline cost (shared by every ratio of this run), score_s the online cost of this ratio.
-        timings = {**fs_timing, "model_load_s": load_seconds, "encode_s": stats.get("encode_seconds"),
-                   "score_s": score_seconds, "latency": latency, "total_s": time.perf_counter() - started}
-        # The scorer's own counters are cumulative over the ratios of this run: keep this ratio's share only.
-        scorer_totals = ("pairs", "prompt_tokens", "score_batches", "score_seconds")
-        this_ratio = stats.get("score_by_ratio", {}).get(ratio, {})
-        counts = {**{k: v for k, v in stats.items() if k not in scorer_totals},
-                  **{k: this_ratio[k] for k in ("prompt_tokens", "batches") if k in this_ratio},
-                  "queries": len(dataset.queries), "pairs": len(pair_rows), "unique_passages": len(unique),
-                  "ratios_sharing_encode": cfg.compression}
-        _write_record(out, dataset, protocol, fs, [fs_result, rr_result], {"reranked": reranked}, timings, counts, cfg,
-                      pair_rows=pair_rows)
-    return all_outputs
-
-
-def _rerank(fs: FirstStageRun, dataset: Dataset, reranker, instruction: str, ratio: int, depth: int, tail: str):
-    """Pass 2: score each query's head, order by margin (ties: first-stage rank), then append the tail."""
-    reranked: list[RankedList] = []
-    pair_rows: list[tuple] = []
-    for ranking, scores in _scored_heads(fs, dataset, reranker, instruction, ratio, depth):
-        head = ranking.candidates[:depth]
-        order = sorted(range(len(head)), key=lambda i: (-scores[i].margin, i))
-        new_head = [Candidate(head[i].doc_id, float(scores[i].margin)) for i in order]
-        for i, cand in enumerate(head):
-            pair_rows.append((ranking.query_id, cand.doc_id, i + 1, cand.score, scores[i].margin, scores[i].p_yes))
-        tail_cands: list[Candidate] = []
-        if tail == "first_stage" and len(ranking.candidates) > depth:
-            # Tail keeps first-stage order; its written scores continue strictly below the head's lowest margin.
-            floor = min((c.score for c in new_head), default=0.0)
-            tail_cands = [Candidate(c.doc_id, floor - 1.0 - i) for i, c in enumerate(ranking.candidates[depth:])]
-        reranked.append(RankedList(ranking.query_id, tuple(new_head + tail_cands)))
-    return reranked, pair_rows
-
-
-def _scored_heads(fs: FirstStageRun, dataset: Dataset, reranker, instruction: str, ratio: int, depth: int,
-                  queries_per_chunk: int = 16) -> Iterator[tuple[RankedList, list]]:
-    """Stream the run in chunks of queries so the scorer can batch pairs across queries (length-sorted)."""
-    from kalm_eval.fbnl.rerank import ScoreRequest
-
-    chunk: list[RankedList] = []
-
-    def flush():
-        requests = [ScoreRequest(dataset.queries[r.query_id].text, instruction, [c.doc_id for c in r.candidates[:depth]])
-                    for r in chunk]
-        yield from zip(chunk, reranker.score_many(requests, ratio))
-        chunk.clear()
-
-    for ranking in fs:
-        chunk.append(ranking)
-        if len(chunk) == queries_per_chunk:
-            yield from flush()
-    if chunk:
-        yield from flush()
-
-
-def _measure_latency(fs: FirstStageRun, dataset: Dataset, reranker, instruction: str, ratio: int, depth: int, *,
-                     batches: int, warmup: int, batch_size: int) -> dict[str, Any] | None:
-    """Online cost measured apart from the evaluation pass: `warmup` untimed batches, then `batches` timed ones of
-    `batch_size` real (query, candidate) pairs each (one query's head per batch), scored from cached pooled states."""
-    import statistics
-
-    from kalm_eval.fbnl.rerank import ScoreRequest
-
-    if batches <= 0:
-        return None
-    requests = []
-    for ranking in fs:
-        doc_ids = [c.doc_id for c in ranking.candidates[: min(depth, batch_size)]]
-        if len(doc_ids) == min(depth, batch_size):
-            requests.append(ScoreRequest(dataset.queries[ranking.query_id].text, instruction, doc_ids))
-        if len(requests) == warmup + batches:
-            break
-    if len(requests) <= warmup:
-        return None
-    for request in requests[:warmup]:
-        reranker.score_many([request], ratio)
-    per_pair_ms = []
-    pairs = seconds = 0.0
-    for request in requests[warmup:]:
-        tick = time.perf_counter()
-        reranker.score_many([request], ratio)  # returns Python floats: the device work has finished
-        elapsed = time.perf_counter() - tick
-        per_pair_ms.append(1000.0 * elapsed / len(request.doc_ids))
-        pairs += len(request.doc_ids)
-        seconds += elapsed
-    quantiles = statistics.quantiles(per_pair_ms, n=20, method="inclusive") if len(per_pair_ms) > 1 else per_pair_ms * 19
-    stats = reranker.stats()
-    encoded = stats.get("passages_encoded") or 0
-    loaded = reranker.loaded
-    machine = provenance.device_description()
-    return {
-        "ms_per_pair_p50": statistics.median(per_pair_ms),
-        "ms_per_pair_p95": quantiles[18],
-        "pairs_per_s": pairs / seconds if seconds else None,
-        "timed_batches": len(per_pair_ms),
-        "pairs_per_batch": len(requests[warmup].doc_ids),
-        "warmup_batches": warmup,
-        # Offline cost of this run's encoder pass (None when every passage came from the cache).
-        "encode_ms_per_passage": 1000.0 * stats["encode_seconds"] / encoded if encoded else None,
-        "device": str(loaded.device) + (f" ({machine.get('cuda_device')})" if loaded.device.type == "cuda" else ""),
-        "dtype": str(loaded.dtype).replace("torch.", ""),
-        "torch_threads": machine.get("torch_threads"),
-    }
-
-
-def _output_dir(cfg: RunConfig, dataset: Dataset, protocol: dict | None, *, label: str, ratio: int | None = None) -> Path:
-    if cfg.output_dir is not None:
-        return Path(cfg.output_dir) / f"r{ratio}" if ratio is not None else Path(cfg.output_dir)
+def _first_stage_only(state: RunState) -> list[Path]:
+    protocol = {**state.protocol, "reranker": None}
     signature = signature_of(protocol)
-    return Path("results/runs") / dataset.name.replace("/", "__") / f"{label}-{signature[:10]}"
+    out = _output_dir(state, protocol, label=state.cfg.retriever.name, variant=None)
+    if not state.workers.is_main or _done(out, signature, state.cfg.force):
+        return [out]
+    _commit(state, out, protocol, [state.first_stage_result], runs={},
+            timings={**state.timings, "total_s": time.perf_counter() - state.started},
+            counts={"queries": len(state.dataset.queries)})
+    return [out]
 
 
-def _done(out: Path, protocol: dict, force: bool) -> bool:
-    record = out / "metrics.json"
-    if force or not record.exists():
+@dataclass(frozen=True)
+class RecordPlan:
+    """One result record to write: a single variant, or a cascade over several."""
+
+    label: str
+    protocol: dict[str, Any]
+    out: Path
+    variant: Variant | None = None  # None = the cascade
+
+
+class Reranking:
+    def __init__(self, state: RunState):
+        self.state = state
+        self.cfg = state.cfg
+        self.settings = state.cfg.reranker
+        self.dataset = state.dataset
+
+    def run(self) -> list[Path]:
+        load_started = time.perf_counter()
+        context = RerankContext(cache_dir=self.cfg.cache_dir, cache=self.cfg.cache,
+                                local_rank=self.state.workers.local_rank)
+        reranker = reranker_family(self.settings.name).build(self.cfg.model, self.settings, context)
+        self.state.timings["model_load_s"] = time.perf_counter() - load_started
+        plans = self._plans(reranker)
+        pending = [p for p in plans if not _done(p.out, signature_of(p.protocol), self.cfg.force)]
+        if not pending:
+            return [p.out for p in plans]
+        job = RerankJob.build(self.state.first_stage, depth=self.settings.depth, query_text=self._query_text,
+                              instruction=self.settings.instruction, passage_text=self.dataset.passage,
+                              chunk_passages=self.settings.chunk_passages)
+        variants = reranker.variants()
+        units = unit_directory(self.cfg.cache_dir, self.dataset.name, reranker, variants, job)
+        workers = self.state.workers
+        computed = compute_units(job, reranker, units, workers, self.dataset.passage,
+                                 progress=progress_bar if self.cfg.progress else None)
+        log.info("%s%d unit(s) computed here, %d in all (%s)", workers.label(), computed, job.chunks, units.path)
+        workers.barrier()
+        if not workers.is_main and workers.distributed:
+            return [p.out for p in plans]
+        missing = missing_units(job, units)
+        if missing:
+            if workers.world > 1:  # a job-array worker: the one that completes the last unit merges
+                log.info("%s%d unit(s) still missing; the worker that completes them writes the records",
+                         workers.label(), len(missing))
+                return []
+            raise IncompleteUnits(units.path, missing)
+        scores = merge_units(job, variants, units)
+        self.state.timings["units"] = {"total": job.chunks, "computed_here": computed}
+        for plan in pending:
+            self._write(plan, reranker, job, scores)
+        return [p.out for p in plans]
+
+    def _query_text(self, query_id: str) -> str:
+        return self.dataset.queries[query_id].text
+
+    # ---- what to write ----------------------------------------------------------------------------------------
+    def _plans(self, reranker: Reranker) -> list[RecordPlan]:
+        base = {"name": self.settings.name, "model": reranker.identity(), "depth": self.settings.depth,
+                "instruction": self.settings.instruction, "tail": self.settings.tail, "tie_break": RERANK_TIE_BREAK,
+                "score": "margin"}
+        model_label = f"{self.cfg.retriever.name}-{self.cfg.model.name}"
+        if self.settings.cascade is not None:
+            steps = [{"depth": s.depth, "compression": s.compression} for s in self.settings.cascade]
+            protocol = {**self.state.protocol, "reranker": {**base, "compression": None, "cascade": steps}}
+            label = "cascade-" + "-".join(f"r{s['compression']}d{s['depth']}" for s in steps)
+            return [RecordPlan(f"{model_label}-{label}", protocol, _output_dir(self.state, protocol,
+                               label=f"{model_label}-{label}", variant=None))]
+        variants = reranker.variants()
+        plans = []
+        for variant in variants:
+            protocol = {**self.state.protocol, "reranker": {**base, **variant.protocol}}
+            label = f"{model_label}-{variant.label}" if variant.label else model_label
+            out = _output_dir(self.state, protocol, label=label, variant=variant.label if len(variants) > 1 else None)
+            plans.append(RecordPlan(label, protocol, out, variant))
+        return plans
+
+    # ---- writing ----------------------------------------------------------------------------------------------
+    def _write(self, plan: RecordPlan, reranker: Reranker, job: RerankJob, scores: UnitScores) -> None:
+        if plan.variant is None:
+            self._write_cascade(plan, reranker, job, scores)
+            return
+        label = plan.variant.label
+        reranked, rows = self._rerank(job, scores.margin[label], scores.p_yes[label])
+        result = metrics.evaluate("reranked", reranked, self.dataset.qrels, self.dataset.quirks, self.cfg.retriever.depth)
+        result.extra["recall_ceiling"] = self.state.first_stage_result.aggregate.get(f"R@{self.settings.depth}")
+        result.extra.update(metrics.roc_auc([r[0] for r in rows], [r[1] for r in rows], [r[4] for r in rows],
+                                            self.dataset.qrels, self.dataset.quirks))
+        latency = self._latency(reranker, plan.variant, self.settings.depth, scores)
+        timings = {**self.state.timings, "encode_s": scores.counters.get("encode_seconds"),
+                   "score_s": scores.variant_counters.get(label, {}).get("score_seconds"), "latency": latency,
+                   "online_ms_per_query": self.settings.depth * latency["ms_per_pair_p50"] if latency else None}
+        timings["total_s"] = time.perf_counter() - self.state.started
+        counts = self._counts(job, scores, label)
+        _commit(self.state, plan.out, plan.protocol, [self.state.first_stage_result, result], {"reranked": reranked},
+                timings, counts, pair_rows=rows)
+
+    def _rerank(self, job: RerankJob, margin: np.ndarray, p_yes: np.ndarray) -> tuple[list[RankedList], list[tuple]]:
+        """Each query's head ordered by margin (ties: first-stage rank), then the first-stage tail."""
+        reranked, rows = [], []
+        for q, ranking in enumerate(self.state.first_stage):
+            head = ranking.candidates[: self.settings.depth]
+            span = range(int(job.query_offsets[q]), int(job.query_offsets[q + 1]))
+            margins = [float(margin[i]) for i in span]
+            probabilities = [float(p_yes[i]) for i in span]
+            order = sorted(range(len(head)), key=lambda i: (-margins[i], i))
+            new_head = [Candidate(head[i].doc_id, margins[i]) for i in order]
+            for i, cand in enumerate(head):
+                rows.append((ranking.query_id, cand.doc_id, i + 1, cand.score, margins[i], probabilities[i]))
+            reranked.append(RankedList(ranking.query_id, tuple(new_head + self._tail(ranking, new_head, len(head)))))
+        return reranked, rows
+
+    def _tail(self, ranking: RankedList, above: list[Candidate], depth: int) -> list[Candidate]:
+        """First-stage order below the reranked part; written scores continue strictly below its lowest one."""
+        if self.settings.tail != "first_stage" or len(ranking.candidates) <= depth:
+            return []
+        floor = min((c.score for c in above), default=0.0)
+        return [Candidate(c.doc_id, floor - 1.0 - i) for i, c in enumerate(ranking.candidates[depth:])]
+
+    def _write_cascade(self, plan: RecordPlan, reranker: Reranker, job: RerankJob, scores: UnitScores) -> None:
+        steps = self.settings.cascade
+        stage_results, online, step_timings = [], 0.0, []
+        final, rows = None, []
+        for k in range(1, len(steps) + 1):
+            final, rows = self._cascade_order(job, scores, steps[:k])
+            name = "reranked" if k == len(steps) else f"cascade_{k}"
+            stage_results.append(metrics.evaluate(name, final, self.dataset.qrels, self.dataset.quirks,
+                                                  self.cfg.retriever.depth))
+            variant = Variant(f"r{steps[k - 1].compression}", {"compression": steps[k - 1].compression})
+            latency = self._latency(reranker, variant, steps[k - 1].depth, scores)
+            p50 = latency["ms_per_pair_p50"] if latency else None
+            online = online + steps[k - 1].depth * p50 if p50 is not None and online is not None else None
+            step_timings.append({"step": k, "depth": steps[k - 1].depth, "compression": steps[k - 1].compression,
+                                 "ms_per_pair_p50": p50, "latency": latency})
+        stage_results[-1].extra["recall_ceiling"] = self.state.first_stage_result.aggregate.get(f"R@{self.settings.depth}")
+        timings = {**self.state.timings, "encode_s": scores.counters.get("encode_seconds"),
+                   "score_s": sum(scores.variant_counters.get(f"r{s.compression}", {}).get("score_seconds", 0.0)
+                                  for s in steps),
+                   "latency": step_timings[-1]["latency"], "cascade": step_timings, "online_ms_per_query": online}
+        timings["total_s"] = time.perf_counter() - self.state.started
+        counts = self._counts(job, scores, f"r{steps[0].compression}")
+        _commit(self.state, plan.out, plan.protocol, [self.state.first_stage_result, *stage_results],
+                {"reranked": final}, timings, counts, pair_rows=rows)
+
+    def _cascade_order(self, job: RerankJob, scores: UnitScores, steps) -> tuple[list[RankedList], list[tuple]]:
+        """Step k re-sorts the top depth_k of step k-1's order by its own margins (ties: step k-1's order); below
+        it, step k-1's order continues, then the first-stage tail. Score rows: each pair's deepest step."""
+        final, rows = [], []
+        for q, ranking in enumerate(self.state.first_stage):
+            span = np.arange(int(job.query_offsets[q]), int(job.query_offsets[q + 1]))
+            head = ranking.candidates[: len(span)]
+            order = list(range(len(head)))  # positions into head, current order
+            deepest = {}  # position -> (step, margin, p_yes)
+            for k, step in enumerate(steps, start=1):
+                label = f"r{step.compression}"
+                top = order[: step.depth]
+                margins = {i: float(scores.margin[label][span[i]]) for i in top}
+                for i in top:
+                    deepest[i] = (k, margins[i], float(scores.p_yes[label][span[i]]))
+                ranked_top = sorted(range(len(top)), key=lambda j: (-margins[top[j]], j))
+                order = [top[j] for j in ranked_top] + order[step.depth:]
+            final_step = len(steps)
+            top_scores = [deepest[i][1] for i in order if deepest[i][0] == final_step]
+            cands = [Candidate(head[i].doc_id, deepest[i][1]) for i in order[: len(top_scores)]]
+            floor = min(top_scores, default=0.0)
+            cands += [Candidate(head[i].doc_id, floor - 1.0 - n) for n, i in enumerate(order[len(top_scores):])]
+            for i, cand in enumerate(head):
+                step, margin, p = deepest[i]
+                rows.append((ranking.query_id, cand.doc_id, i + 1, cand.score, margin, p))
+            final.append(RankedList(ranking.query_id, tuple(cands + self._tail(ranking, cands, len(head)))))
+        return final, rows
+
+    # ---- costs ------------------------------------------------------------------------------------------------
+    def _latency(self, reranker: Reranker, variant: Variant, depth: int, scores: UnitScores) -> dict[str, Any] | None:
+        s = self.settings
+        if s.latency_batches <= 0 or not self.state.workers.is_main:
+            return None
+        per_batch = min(depth, s.batch_size)
+        chunk = latency_chunk(self.state.first_stage, pairs_per_batch=per_batch, count=s.latency_warmup + s.latency_batches,
+                              query_text=self._query_text, instruction=s.instruction, passage_text=self.dataset.passage)
+        latency = measure_latency(reranker, chunk, variant, pairs_per_batch=per_batch, warmup=s.latency_warmup) \
+            if chunk else None
+        if latency is not None:
+            encoded = scores.counters.get("passages_encoded") or 0
+            latency["encode_ms_per_passage"] = 1000.0 * scores.counters["encode_seconds"] / encoded if encoded else None
+            latency["torch_threads"] = provenance.device_description().get("torch_threads")
+        return latency
+
+    def _counts(self, job: RerankJob, scores: UnitScores, label: str) -> dict[str, Any]:
+        counters = scores.counters
+        texts = job.unique_texts
+        counts: dict[str, Any] = {"queries": len(self.dataset.queries), "pairs": job.pairs,
+                                  "unique_passages": len(job.doc_ids), "unique_passage_texts": texts,
+                                  "units": job.chunks}
+        for key in ("passages_encoded", "cache_hits", "tokens_encoded", "cache_bytes_written"):
+            if key in counters:
+                counts[key] = int(counters[key])
+        counts.update({k: v for k, v in scores.variant_counters.get(label, {}).items() if k != "score_seconds"})
+        vectors = {k.split("@")[1]: v / texts for k, v in counters.items() if k.startswith("pooled_vectors@")}
+        stored = {k.split("@")[1]: v / texts for k, v in counters.items() if k.startswith("stored_bytes@")}
+        if vectors:
+            counts["pooled_vectors_per_passage"] = vectors
+            counts["stored_bytes_per_passage"] = stored
+            counts["compression_sharing_encode"] = list(self.settings.compressions_scored)
+        return counts
+
+
+# ---- records ----------------------------------------------------------------------------------------------------
+
+def _output_dir(state: RunState, protocol: dict[str, Any], *, label: str, variant: str | None) -> Path:
+    cfg = state.cfg
+    if cfg.output_dir is not None:
+        return cfg.output_dir / variant if variant else cfg.output_dir
+    return default_directory(cfg.results_dir, state.dataset.name, label, signature_of(protocol))
+
+
+def _done(out: Path, signature: str, force: bool) -> bool:
+    if force:
         return False
-    existing = read_json(record)
-    if existing.get("signature") == signature_of(protocol):
+    if completed(out, signature) is not None:
         log.info("already done (same signature): %s — pass force=true to recompute", out)
         return True
-    log.warning("%s holds a result with another signature; overwriting", out)
     return False
 
 
-def _write_record(out: Path, dataset: Dataset, protocol: dict, fs: FirstStageRun, stages: list[StageResult],
-                  runs: dict[str, list[RankedList]], timings: dict, counts: dict, cfg: RunConfig, pair_rows=None) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(fs.path, out / ".run.first_stage.trec.gz.tmp")
-    os.replace(out / ".run.first_stage.trec.gz.tmp", out / "run.first_stage.trec.gz")
+def _commit(state: RunState, out: Path, protocol: dict[str, Any], stages: list[StageResult],
+            runs: dict[str, list[RankedList]], timings: dict[str, Any], counts: dict[str, Any],
+            pair_rows: list[tuple] | None = None) -> None:
+    dataset = state.dataset
+    writers = {"run.first_stage.trec.gz": lambda path: copy_atomic(state.first_stage.path, path)}
     for name, rankings in runs.items():
-        write_trec(out / f"run.{name}.trec.gz", rankings, tag=name)
+        writers[f"run.{name}.trec.gz"] = lambda path, rankings=rankings, name=name: write_trec(path, rankings, tag=name)
     if pair_rows is not None:
-        with atomic_open(out / "scores.reranked.tsv.gz") as fh:
-            fh.write("query_id\tdoc_id\tfirst_stage_rank\tfirst_stage_score\tmargin\tp_yes\n")
-            for row in pair_rows:
-                fh.write("\t".join(str(v) for v in row) + "\n")
-    with atomic_open(out / "per_query.tsv") as fh:
+        writers["scores.reranked.tsv.gz"] = lambda path: _write_scores(path, pair_rows)
+    writers[PER_QUERY_FILE] = lambda path: _write_per_query(path, stages)
+    files = {"first_stage_run": "run.first_stage.trec.gz", "per_query": PER_QUERY_FILE,
+             **{f"{n}_run": f"run.{n}.trec.gz" for n in runs}}
+    if pair_rows is not None:
+        files["scores"] = "scores.reranked.tsv.gz"
+    record = ResultRecord(
+        dataset=dataset.name, split=dataset.split, signature=signature_of(protocol),
+        stages={s.name: {**s.aggregate, **s.extra} for s in stages}, protocol=protocol, timings=timings,
+        counts={**counts, **{f"data_{k}": v for k, v in dataset.stats.items()}},
+        provenance={**provenance.collect(), "config": state.cfg.full_config, "logged_knobs": state.cfg.logged_knobs()},
+        files=files)
+    record.commit(out, writers)
+    log.info("%s  %s", out, "  ".join(f"{s.name} nDCG@10={s.aggregate['nDCG@10']:.5f}" for s in stages))
+
+
+def _write_scores(path: Path, rows: list[tuple]) -> None:
+    with atomic_open(path) as fh:
+        fh.write(SCORES_HEADER + "\n")
+        for row in rows:
+            fh.write("\t".join(str(v) for v in row) + "\n")
+
+
+def _write_per_query(path: Path, stages: list[StageResult]) -> None:
+    with atomic_open(path) as fh:
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
-        writer.writerow(["stage", "measure", "query_id", "value"])
+        writer.writerow(PER_QUERY_HEADER)
         for stage in stages:
             for measure, values in stage.per_query.items():
                 for qid, value in values.items():
                     writer.writerow([stage.name, measure, qid, repr(value)])
-    record = {
-        "dataset": dataset.name,
-        "split": dataset.split,
-        "signature": signature_of(protocol),
-        "stages": {s.name: {**s.aggregate, **{k: v for k, v in s.extra.items()}} for s in stages},
-        "protocol": protocol,
-        "timings": timings,
-        "counts": {**counts, **{f"data_{k}": v for k, v in dataset.stats.items()}},
-        "provenance": {**provenance.collect(), "config": cfg.full_config,
-                       "logged_knobs": {k: cfg.reranker.get(k) for k in ("batch_size", "encode_batch_size") if k in cfg.reranker}},
-        "files": {"first_stage_run": "run.first_stage.trec.gz", "per_query": "per_query.tsv",
-                  **{f"{n}_run": f"run.{n}.trec.gz" for n in runs}},
-    }
-    write_json_atomic(out / "metrics.json", record)
-    log.info("%s  %s", out, "  ".join(f"{s.name} nDCG@10={s.aggregate['nDCG@10']:.5f}" for s in stages))

@@ -50,3 +50,11 @@ class StageResult:
     aggregate: dict[str, float]
     per_query: dict[str, dict[str, float]]  # measure -> query id -> value
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PairScore:
+    """A reranker's score of one (query, passage) pair."""
+
+    margin: float  # the ranking score: z_yes - z_no (yes/no rerankers, float32) or the raw relevance logit
+    p_yes: float  # relevance probability, sigmoid(margin); for display and thresholds only

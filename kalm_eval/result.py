@@ -320,3 +320,8 @@ def discover(roots: Iterable[str | Path] | str | Path) -> Discovered:
     for message in found.skipped:
         log.warning("%s", message)
     return found
+
+
+def default_directory(results_dir: str | Path, group: str, label: str, signature: str) -> Path:
+    """Where a result lives unless output_dir says otherwise: <results_dir>/<group with / as __>/<label>-<sig[:10]>."""
+    return Path(results_dir) / group.replace("/", "__") / f"{label}-{signature[:10]}"

@@ -17,6 +17,7 @@ Outputs, in the suite directory (`output_dir`, default results/runs/suite__<name
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,14 +27,12 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from kalm_eval import __version__
-from kalm_eval.errors import DataError
+from kalm_eval.config import RunConfig
+from kalm_eval.errors import DataError, ResultError
+from kalm_eval.result import ResultRecord, default_directory
 from kalm_eval.storage import atomic_open, read_json, signature_of, write_json_atomic
 
 log = logging.getLogger(__name__)
-
-# Knobs that do not change a number (as in the pipeline's records): left out of the ledger key.
-LOGGED_ONLY = {"retriever": ("batch_size", "device"), "reranker": ("batch_size", "encode_batch_size"),
-               "model": ("device",)}
 
 
 @dataclass
@@ -105,14 +104,15 @@ def run_suite(cfg: DictConfig, *, runner: Callable | None = None,
     `cfg` is the composed job config (as given to the Hydra app, unresolved). Units already done with the same
     config key and existing records are skipped (force=true recomputes). A unit whose data is missing or invalid
     (DataError) is logged, recorded under `failures` and listed as missing; other errors propagate.
-    `runner` (default kalm_eval.pipeline.run) and `make_run_config` (default kalm_eval.cli.run_config_from) are
-    injectable for tests. Returns the suite directory."""
+    `runner` (default kalm_eval.pipeline.run) and `make_run_config` (default RunConfig.from_hydra) are injectable
+    for tests. Every unit's config is validated before the first unit runs. Returns the suite directory."""
     if runner is None:
         from kalm_eval.pipeline import run as runner
-    if make_run_config is None:
-        from kalm_eval.cli import run_config_from as make_run_config
+    make_run_config = make_run_config or RunConfig.from_hydra
 
     units = expand_units(cfg)
+    # Validate every unit up front: a bad knob must not surface after hours of earlier units.
+    run_configs = [dataclasses.replace(make_run_config(unit.config), output_dir=None) for unit in units]
     suite = str(cfg.benchmark.get("name"))
     _warn_if_not_paper_retriever(cfg)
     out = suite_dir(cfg, units)
@@ -121,10 +121,8 @@ def run_suite(cfg: DictConfig, *, runner: Callable | None = None,
     force = bool(cfg.get("force", False))
     results: dict[str, list[Path]] = {}
     failures: dict[str, str] = {}
-    for i, unit in enumerate(units, start=1):
-        run_cfg = make_run_config(unit.config)
-        run_cfg.output_dir = None  # every unit gets its own signature-named record directory
-        key = signature_of(unit_key(run_cfg))
+    for i, (unit, run_cfg) in enumerate(zip(units, run_configs), start=1):
+        key = signature_of(run_cfg.key())  # every unit gets its own signature-named record directory
         done = ledger.get(unit.name)
         finished = done and done.get("key") == key and all((Path(p) / "metrics.json").exists() for p in done["records"])
         if finished and not force:
@@ -150,34 +148,21 @@ def run_suite(cfg: DictConfig, *, runner: Callable | None = None,
     return out
 
 
-def unit_key(run_cfg: Any) -> dict[str, Any]:
-    """What identifies a unit's result for skipping (the resolved stage configs, minus logged-only knobs)."""
-    def strip(section: str, values: dict) -> dict:
-        return {k: v for k, v in values.items() if k not in LOGGED_ONLY.get(section, ())}
-
-    key = {"benchmark": run_cfg.benchmark, "retriever": strip("retriever", run_cfg.retriever),
-           "compression": list(run_cfg.compression), "harness_version": __version__}
-    if run_cfg.reranking:
-        key["reranker"] = strip("reranker", run_cfg.reranker)
-        key["model"] = strip("model", run_cfg.model)
-    return key
-
-
 def suite_dir(cfg: DictConfig, units: list[Unit]) -> Path:
     if cfg.get("output_dir"):
         return Path(cfg.output_dir)
     identity = {"suite": str(cfg.benchmark.get("name")), "units": [u.name for u in units], **_config_identity(cfg)}
     reranker = str(cfg.reranker.get("name", "none"))
     label = f"{cfg.retriever.name}-{cfg.model.name}" if reranker != "none" else str(cfg.retriever.name)
-    folder = "suite__" + str(cfg.benchmark.get("name")).replace("/", "__")
-    return Path("results/runs") / folder / f"{label}-{signature_of(identity)[:10]}"
+    return default_directory(cfg.results_dir, "suite__" + str(cfg.benchmark.get("name")), label,
+                             signature_of(identity))
 
 
 def _config_identity(cfg: DictConfig) -> dict[str, Any]:
     def plain(node) -> Any:
         return OmegaConf.to_container(node, resolve=False) if isinstance(node, (DictConfig, ListConfig)) else node
 
-    ident = {"retriever": plain(cfg.retriever), "reranker": plain(cfg.reranker), "compression": plain(cfg.compression)}
+    ident = {"retriever": plain(cfg.retriever), "reranker": plain(cfg.reranker)}
     if str(cfg.reranker.get("name", "none")) != "none":
         ident["model"] = plain(cfg.model)
     return ident
@@ -265,17 +250,16 @@ def summarize(suite: str, units: list[Unit], results: dict[str, list[Path]], *, 
 
 
 def _record_scores(path: Path, measure: str) -> dict[str, float]:
-    """A result record's measure per column: "first_stage", and "reranked r=<ratio>" when it was reranked."""
-    if not path.exists():
+    """A result record's measure per column: "first_stage", and "reranked r=<compression>" when it was reranked."""
+    try:
+        record = ResultRecord.load(path.parent)
+    except ResultError:
         return {}
-    record = read_json(path)
-    stages = record.get("stages", {})
     out = {}
-    if measure in stages.get("first_stage", {}):
-        out["first_stage"] = float(stages["first_stage"][measure])
-    if measure in stages.get("reranked", {}):
-        ratio = ((record.get("protocol") or {}).get("reranker") or {}).get("compression")
-        out[f"reranked r={ratio}"] = float(stages["reranked"][measure])
+    if record.value("first_stage", measure) is not None:
+        out["first_stage"] = record.value("first_stage", measure)
+    if record.value("reranked", measure) is not None:
+        out[f"reranked r={record.compression}"] = record.value("reranked", measure)
     return out
 
 

@@ -9,16 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from kalm_eval.data.lmeb import LAYOUTS, MEMORY_TYPES
 from kalm_eval.data.loaders import LOADERS
 from kalm_eval.data.miracl import LANGUAGES
 from kalm_eval.data.quirks import Quirks, expected_quirks
+from kalm_eval.config import CONFIG_MODULE
 from kalm_eval.suite import expand_units, is_suite
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 BEIR_13 = ["arguana", "climate-fever", "dbpedia-entity", "fever", "fiqa", "hotpotqa", "nfcorpus", "nq", "quora",
            "scidocs", "scifact", "trec-covid", "webis-touche2020"]
@@ -37,7 +37,7 @@ SPLITS = {"beir": "test", "miracl": "dev", "lmeb": "test"}
 
 @pytest.fixture(scope="module", autouse=True)
 def _hydra():
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         yield
 
 
@@ -152,10 +152,10 @@ def test_paper_experiments(suite):
     assert unit.config.retriever.instruction == unit.benchmark["instruction"]
 
 
-def test_cli_cfg_job_prints_a_suite():
+def test_cli_cfg_job_prints_a_suite(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-m", "kalm_eval", "--cfg", "job", "benchmark=lmeb/LoCoMo",
-                          "retriever=kalm_embedding"], cwd=CONF_DIR.parent, capture_output=True, text=True,
+                          "retriever=kalm_embedding"], cwd=tmp_path, capture_output=True, text=True,
                          env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "loader: lmeb" in out.stdout and "single_hop:" in out.stdout

@@ -6,31 +6,33 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf, open_dict
 
 from kalm_eval.data.loaders import load_dataset
 from kalm_eval.errors import DataError
 from kalm_eval.storage import read_json, write_json_atomic
 from kalm_eval.suite import Unit, expand_units, render_markdown, run_suite, summarize
-from tests.data.upstream_formats import CONF_DIR, write_lmeb_fixture
+from kalm_eval.config import CONFIG_MODULE
+from tests.data.upstream_formats import write_lmeb_fixture
 
 
 def _compose(*overrides: str):
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         return compose("config", overrides=list(overrides))
 
 
 def _record(path: Path, first: float, reranked: dict[int, float] | None = None) -> list[Path]:
     """Result records as the pipeline writes them (one per ratio when reranking)."""
     if not reranked:
-        write_json_atomic(path / "metrics.json", {"stages": {"first_stage": {"nDCG@10": first}},
+        write_json_atomic(path / "metrics.json", {"signature": "s", "stages": {"first_stage": {"nDCG@10": first}},
                                                   "protocol": {"reranker": None}})
         return [path]
     out = []
     for ratio, value in reranked.items():
         write_json_atomic(path / f"r{ratio}" / "metrics.json",
-                          {"stages": {"first_stage": {"nDCG@10": first}, "reranked": {"nDCG@10": value}},
+                          {"signature": f"s{ratio}",
+                           "stages": {"first_stage": {"nDCG@10": first}, "reranked": {"nDCG@10": value}},
                            "protocol": {"reranker": {"compression": ratio}}})
         out.append(path / f"r{ratio}")
     return out
@@ -93,7 +95,7 @@ def test_run_suite_skips_done_units_and_lists_failures(tmp_path, monkeypatch):
         calls.append(name)
         if name.startswith("lmeb/ToolBench"):
             raise DataError("ToolBench: missing file(s)")
-        assert run_cfg.output_dir is None and run_cfg.retriever["name"] == "bm25"
+        assert run_cfg.output_dir is None and run_cfg.retriever.name == "bm25"
         return _record(tmp_path / "records" / name.replace("/", "__"), 0.5 if "LoCoMo" in name else 0.25)
 
     out = run_suite(cfg, runner=fake_runner)

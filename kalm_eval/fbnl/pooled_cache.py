@@ -1,196 +1,202 @@
-"""On-disk cache of pooled passage states: sharded safetensors files, each verified by sha256 on read.
+"""Persisted pooled passage states (a policy: `cache.persist_compression`), indexed and read per passage.
 
-Layout (one directory per cache key, one sub-directory per pooling ratio):
+Every run encodes each of its passages once anyway (passage-major scoring, rerank/engine.py), so a persisted state
+only saves work when a later run scores the same passage with the same encoder at the same compression (another
+instruction, depth, decoder or tail). Whether that pays depends on r: a Nano passage of 300 tokens is 384 KB at
+r=1, 96 KB at r=4, 13 KB at r=32 (x4 for Large), so persisting is chosen per compression and capped by `max_bytes`.
 
-    <cache_dir>/<key_id>/key.json                      the full key, for humans
-    <cache_dir>/<key_id>/r<r>/<shard_id>.safetensors   states [sum of W_i, d] + offsets [N+1]; header metadata
-                                                       repeats the full key, the ratio and the passage hashes
-    <cache_dir>/<key_id>/r<r>/<shard_id>.json          manifest: full key, ratio, passage sha256s, offsets,
-                                                       dtype, d_model, and the sha256 + size of the shard file
+Layout (one directory per cache key = the encoder's identity, one sub-directory per compression):
 
-Why this shape: shards are written once and never modified (new passages go to new shards), so there is no
-shared index file to race on; each shard is written to a temp file and renamed into place (atomic), shard
-first and manifest second, so a manifest always points at a complete file. On read the shard's sha256 must
-match its manifest and the embedded key must match ours; anything else (checksum mismatch, unreadable file,
-missing shard, foreign key) is logged, both files are deleted, and the caller re-encodes those passages.
-Only the windows that contain real tokens are stored (ceil(n / r) per passage); all-padding windows are
-masked in cross-attention, so re-padding them with zeros at scoring time is exact.
+    <cache_dir>/<key_id>/key.json                       the full key, for humans
+    <cache_dir>/<key_id>/r<r>/<segment>.safetensors     states [sum W_i, d] of one batch of passages (write-once)
+    <cache_dir>/<key_id>/r<r>/<segment>.index.npz       per passage: text sha256, first row, rows, crc32 of its bytes
+
+Segments are written once and never modified (unique names, atomic rename; the index last, so an index always
+describes a complete file); several writers never share a file. On first use of a compression the indexes are read
+into one sorted array of digests, so a lookup is a binary search plus a read of that passage's rows only (no
+manifest scans, no whole-shard reads). A passage whose bytes fail their crc32, or a segment that cannot be read, is
+logged with its file name; the segment is deleted and its passages are re-encoded by the caller.
+Only windows holding real tokens are stored (ceil(n / r) per passage); padding windows are masked in
+cross-attention, so re-padding with zeros at scoring time is exact.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import struct
-from collections import defaultdict
+import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from safetensors.torch import load as load_safetensors
+from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
 
 from kalm_eval.storage import atomic_open, canonical_json, sha256_text, signature_of, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-SHARD_FORMAT = "kalm-eval/pooled-states/v1"
+SEGMENT_FORMAT = "kalm-eval/pooled-states/v2"
 
 
-class CorruptShard(Exception):
-    pass
+def tensor_crc32(tensor: torch.Tensor) -> int:
+    return zlib.crc32(tensor.detach().contiguous().view(torch.uint8).numpy().tobytes())
 
 
 @dataclass
-class ShardManifest:
-    format: str
-    key_id: str
-    key: dict[str, Any]
-    ratio: int
-    dtype: str
-    d_model: int
-    passages: list[str]  # sha256 of each passage text, in row order
-    offsets: list[int]  # rows of passage i are states[offsets[i]:offsets[i+1]]
-    file: str
-    sha256: str
-    bytes: int
+class _Index:
+    """Sorted digests of one compression's segments, with where each passage's rows are."""
+
+    digests: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="S32"))
+    segment: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int32))
+    start: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    crc: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint32))
+    files: list[Path] = field(default_factory=list)  # segment number -> .safetensors path
 
 
 class PooledStateCache:
-    """Read/write pooled states for one cache key (see module docstring for the layout and guarantees)."""
+    """Read/write persisted pooled states for one cache key (see the module docstring)."""
 
-    def __init__(self, root: Path, key: Mapping[str, Any], passages_per_shard: int = 256):
+    def __init__(self, root: Path, key: Mapping[str, Any], *, max_bytes: int | None = None):
         self.key = dict(key)
         self.key_id = signature_of(self.key)[:32]
         self.directory = Path(root) / self.key_id
-        self.passages_per_shard = passages_per_shard
-        self.corrupt_shards = 0
+        self.max_bytes = max_bytes
+        self.corrupt_segments = 0
         self.bytes_written = 0
+        self._indexes: dict[int, _Index] = {}
+        self._handles: dict[Path, Any] = {}
+        self._full_warned = False
         if not (self.directory / "key.json").exists():
             write_json_atomic(self.directory / "key.json", self.key)
 
     # -- reading ---------------------------------------------------------------------------------------------
 
-    def lookup(self, ratio: int, wanted: Iterable[str]) -> dict[str, torch.Tensor]:
-        """Pooled states [W, d] for those of `wanted` (passage sha256s) that are cached and intact."""
-        wanted = set(wanted)
-        if not wanted:
+    def lookup(self, compression: int, digests: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Pooled states [W, d] of those passages (text sha256 hex) that are cached and intact."""
+        index = self._index(compression)
+        wanted = list(dict.fromkeys(digests))
+        if not wanted or not len(index.digests):
             return {}
-        by_manifest: dict[Path, list[str]] = defaultdict(list)
-        for manifest_path, passages in self._index(ratio).items():
-            for passage in passages:
-                if passage in wanted:
-                    by_manifest[manifest_path].append(passage)
-                    wanted.discard(passage)
-        found: dict[str, torch.Tensor] = {}
-        for manifest_path, passages in by_manifest.items():
-            try:
-                rows = self._read_shard(manifest_path, ratio)
-            except CorruptShard as error:
-                self.corrupt_shards += 1
-                log.warning("pooled-state cache: corrupt shard %s (%s); deleting it, its passages are re-encoded",
-                            manifest_path.with_suffix(".safetensors"), error)
-                manifest_path.with_suffix(".safetensors").unlink(missing_ok=True)
-                manifest_path.unlink(missing_ok=True)
+        keys = np.array([bytes.fromhex(d) for d in wanted], dtype="S32")
+        positions = np.searchsorted(index.digests, keys)
+        hits = [(digest, int(pos)) for digest, key, pos in zip(wanted, keys, positions)
+                if pos < len(index.digests) and index.digests[pos] == key]
+        found: dict[str, tuple[int, torch.Tensor]] = {}
+        bad: dict[int, str] = {}
+        for digest, pos in hits:
+            segment = int(index.segment[pos])
+            if segment in bad:
                 continue
-            for passage in passages:
-                found[passage] = rows[passage]
-        return found
-
-    def _index(self, ratio: int) -> dict[Path, list[str]]:
-        index: dict[Path, list[str]] = {}
-        for manifest_path in sorted((self.directory / f"r{ratio}").glob("*.json")):
+            start, rows = int(index.start[pos]), int(index.rows[pos])
             try:
-                index[manifest_path] = list(json.loads(manifest_path.read_text())["passages"])
-            except (OSError, ValueError, KeyError, TypeError):
-                index[manifest_path] = []  # unreadable manifest: drop it (its shard is re-built when needed)
-                self.corrupt_shards += 1
-                log.warning("pooled-state cache: unreadable manifest %s; deleting it", manifest_path)
-                manifest_path.unlink(missing_ok=True)
-                manifest_path.with_suffix(".safetensors").unlink(missing_ok=True)
-        return index
+                states = self._handle(index.files[segment]).get_slice("states")[start : start + rows]
+            except Exception as error:  # unreadable file: same treatment as a checksum failure
+                bad[segment] = f"unreadable ({error})"
+                continue
+            if tensor_crc32(states) != int(index.crc[pos]):
+                bad[segment] = f"crc32 mismatch for passage {digest[:12]}"
+                continue
+            found[digest] = (segment, states)
+        for segment, why in bad.items():
+            self._discard(index, segment, why)
+        return {digest: states for digest, (segment, states) in found.items() if segment not in bad}
 
-    def _read_shard(self, manifest_path: Path, ratio: int) -> dict[str, torch.Tensor]:
-        try:
-            manifest = ShardManifest(**json.loads(manifest_path.read_text()))
-            blob = manifest_path.with_suffix(".safetensors").read_bytes()
-        except (OSError, ValueError, TypeError) as error:
-            raise CorruptShard(f"unreadable: {error}") from error
-        if len(blob) != manifest.bytes or sha256_bytes(blob) != manifest.sha256:
-            raise CorruptShard("sha256 mismatch")
-        if manifest.key != self.key or manifest.ratio != ratio or manifest.format != SHARD_FORMAT:
-            raise CorruptShard("manifest belongs to another key, ratio or format")
-        try:
-            header = _safetensors_metadata(blob)
-            tensors = load_safetensors(blob)
-        except Exception as error:  # checksum passed but the file does not parse: still corrupt
-            raise CorruptShard(f"unparsable: {error}") from error
-        if json.loads(header.get("key", "null")) != self.key:
-            raise CorruptShard("embedded key differs")
-        states, offsets = tensors["states"], tensors["offsets"].tolist()
-        if offsets != manifest.offsets or len(offsets) != len(manifest.passages) + 1:
-            raise CorruptShard("offsets differ from manifest")
-        return {
-            passage: states[offsets[i] : offsets[i + 1]].clone()
-            for i, passage in enumerate(manifest.passages)
-        }
+    def _handle(self, path: Path):
+        if path not in self._handles:
+            if len(self._handles) >= 64:  # bound open files; segments are read in bursts per chunk
+                self._handles.pop(next(iter(self._handles)))
+            self._handles[path] = safe_open(str(path), framework="pt")
+        return self._handles[path]
+
+    def _index(self, compression: int) -> _Index:
+        if compression not in self._indexes:
+            self._indexes[compression] = self._read_indexes(compression)
+        return self._indexes[compression]
+
+    def _read_indexes(self, compression: int) -> _Index:
+        parts, files = [], []
+        for index_path in sorted((self.directory / f"r{compression}").glob("*.index.npz")):
+            segment_path = index_path.with_name(index_path.name.removesuffix(".index.npz") + ".safetensors")
+            try:
+                with np.load(index_path) as data:
+                    if str(data["format"]) != SEGMENT_FORMAT or str(data["key_id"]) != self.key_id or \
+                            int(data["compression"]) != compression:
+                        raise ValueError("index of another format, key or compression")
+                    arrays = (data["digests"].astype("S32"), data["start"].astype(np.int64),
+                              data["rows"].astype(np.int64), data["crc"].astype(np.uint32))
+                if not segment_path.exists():
+                    raise ValueError("its .safetensors file is missing")
+            except Exception as error:
+                self.corrupt_segments += 1
+                log.warning("pooled-state cache: %s is unusable (%s); deleting it", index_path, error)
+                index_path.unlink(missing_ok=True)
+                segment_path.unlink(missing_ok=True)
+                continue
+            parts.append((len(files), *arrays))
+            files.append(segment_path)
+        if not parts:
+            return _Index(files=files)
+        digests = np.concatenate([p[1] for p in parts])
+        order = np.argsort(digests, kind="stable")
+        return _Index(
+            digests=digests[order],
+            segment=np.concatenate([np.full(len(p[1]), p[0], dtype=np.int32) for p in parts])[order],
+            start=np.concatenate([p[2] for p in parts])[order],
+            rows=np.concatenate([p[3] for p in parts])[order],
+            crc=np.concatenate([p[4] for p in parts])[order],
+            files=files,
+        )
+
+    def _discard(self, index: _Index, segment: int, why: str) -> None:
+        path = index.files[segment]
+        self.corrupt_segments += 1
+        log.warning("pooled-state cache: corrupt segment %s (%s); deleting it, its passages are re-encoded", path, why)
+        self._handles.pop(path, None)
+        path.unlink(missing_ok=True)
+        path.with_name(path.name.removesuffix(".safetensors") + ".index.npz").unlink(missing_ok=True)
+        keep = index.segment != segment
+        for name in ("digests", "segment", "start", "rows", "crc"):
+            setattr(index, name, getattr(index, name)[keep])
 
     # -- writing ---------------------------------------------------------------------------------------------
 
-    def store(self, ratio: int, states: Mapping[str, torch.Tensor]) -> list[Path]:
-        """Write new shards for these passages (sha256 → pooled [W, d]); returns the shard paths."""
-        passages = sorted(states)  # deterministic shard contents and names
-        written = []
-        for start in range(0, len(passages), self.passages_per_shard):
-            chunk = passages[start : start + self.passages_per_shard]
-            written.append(self._write_shard(ratio, {p: states[p] for p in chunk}))
-        return written
-
-    def _write_shard(self, ratio: int, states: Mapping[str, torch.Tensor]) -> Path:
-        passages = list(states)
-        lengths = [int(states[p].shape[0]) for p in passages]
-        offsets = [0]
-        for length in lengths:
-            offsets.append(offsets[-1] + length)
-        stacked = torch.cat([states[p].detach().to("cpu") for p in passages]).contiguous()
-        metadata = {
-            "format": SHARD_FORMAT,
-            "key": canonical_json(self.key),
-            "ratio": str(ratio),
-            "passages": json.dumps(passages),
-        }
-        blob = save_safetensors({"states": stacked, "offsets": torch.tensor(offsets, dtype=torch.int64)}, metadata)
-        shard_id = sha256_text("\n".join(passages))[:24]
-        shard_path = self.directory / f"r{ratio}" / f"{shard_id}.safetensors"
-        with atomic_open(shard_path, "wb") as handle:
+    def store(self, compression: int, states: Mapping[str, torch.Tensor]) -> int:
+        """Persist these passages' states (text sha256 -> [W, d]) as one new segment; returns bytes written
+        (0 when `max_bytes` would be exceeded: the run goes on without persisting, and says so once)."""
+        digests = sorted(states)
+        if not digests:
+            return 0
+        stacked = torch.cat([states[d].detach().to("cpu") for d in digests]).contiguous()
+        size = stacked.numel() * stacked.element_size()
+        if self.max_bytes is not None and self.size_on_disk() + size > self.max_bytes:
+            if not self._full_warned:
+                log.warning("pooled-state cache %s reached cache.max_bytes=%d; not persisting more states",
+                            self.directory, self.max_bytes)
+                self._full_warned = True
+            return 0
+        rows = np.array([states[d].shape[0] for d in digests], dtype=np.int64)
+        start = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
+        metadata = {"format": SEGMENT_FORMAT, "key": canonical_json(self.key), "compression": str(compression)}
+        blob = save_safetensors({"states": stacked}, metadata)
+        name = sha256_text("\n".join(digests))[:24]
+        segment_path = self.directory / f"r{compression}" / f"{name}.safetensors"
+        with atomic_open(segment_path, "wb") as handle:
             handle.write(blob)
-        manifest = ShardManifest(
-            format=SHARD_FORMAT,
-            key_id=self.key_id,
-            key=self.key,
-            ratio=ratio,
-            dtype=str(stacked.dtype).removeprefix("torch."),
-            d_model=int(stacked.shape[-1]),
-            passages=passages,
-            offsets=offsets,
-            file=shard_path.name,
-            sha256=sha256_bytes(blob),
-            bytes=len(blob),
-        )
-        write_json_atomic(shard_path.with_suffix(".json"), manifest.__dict__)
+        with atomic_open(segment_path.with_name(f"{name}.index.npz"), "wb") as handle:
+            np.savez(handle, format=np.array(SEGMENT_FORMAT), key_id=np.array(self.key_id),
+                     compression=np.array(compression), digests=np.array([bytes.fromhex(d) for d in digests], "S32"),
+                     start=start, rows=rows,
+                     crc=np.array([tensor_crc32(states[d]) for d in digests], dtype=np.uint32))
+        self._indexes.pop(compression, None)  # re-read on next lookup (includes the new segment)
+        self._size = self.size_on_disk() + len(blob)
         self.bytes_written += len(blob)
-        return shard_path
+        return len(blob)
 
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _safetensors_metadata(blob: bytes) -> dict[str, str]:
-    """The `__metadata__` of a safetensors file: 8-byte little-endian header length, then a JSON header."""
-    (header_len,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8 : 8 + header_len])
-    return header.get("__metadata__", {})
+    def size_on_disk(self) -> int:
+        if not hasattr(self, "_size"):
+            self._size = sum(p.stat().st_size for p in self.directory.glob("r*/*.safetensors"))
+        return self._size

@@ -1,6 +1,6 @@
 """Matryoshka Embedding Pooling (MEP), reference §5: shorten a passage's encoder states along the sequence.
 
-Input: encoder output H [B, S, d] (after the encoder's final norm) and its mask M [B, S]; ratio r.
+Input: encoder output H [B, S, d] (after the encoder's final norm) and its mask M [B, S]; compression r.
 1. W = ceil(S / r); right-pad H and M with zeros to W*r tokens.
 2. View as windows [B, W, r, d] / [B, W, r]; windows start at token 0 (right padding → only a tail is partial).
 3. Window vector = sum(H*M) / max(sum M, 1): a mask-aware mean; a partial tail window averages its real tokens.
@@ -16,47 +16,34 @@ the reference feeds its decoder. In float32 models both are the same computation
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 
-SUPPORTED_RATIOS = (1, 2, 4, 8, 16, 32)  # the vLLM plugin's set; the paper's default is 4
+SUPPORTED_COMPRESSION = (1, 2, 4, 8, 16, 32)  # the vLLM plugin's set; the paper's default is 4
 POOLING_RULE = "mep-v1:windows-from-token-0:masked-mean-in-model-dtype:window-mask=any-real-token"
 
 
-def check_ratio(ratio: int) -> int:
-    """Positive int required; ratios outside SUPPORTED_RATIOS work but were not trained for, so warn."""
-    if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 1:
-        raise ValueError(f"pooling ratio must be a positive integer, got {ratio!r}")
-    if ratio not in SUPPORTED_RATIOS:
-        warnings.warn(
-            f"pooling ratio {ratio} is outside the supported set {SUPPORTED_RATIOS}; scores may be off-distribution",
-            stacklevel=2,
-        )
-    return ratio
-
-
-def pooled_length(num_tokens: int, ratio: int) -> int:
+def pooled_length(num_tokens: int, compression: int) -> int:
     """Number of windows that hold at least one real token: ceil(n / r)."""
-    return -(-num_tokens // ratio)
+    return -(-num_tokens // compression)
 
 
-def mep_pool(hidden: torch.Tensor, mask: torch.Tensor, ratio: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pooled [B, W, d] in hidden's dtype, pooled_mask [B, W] in mask's dtype), W = ceil(S / ratio).
+def mep_pool(hidden: torch.Tensor, mask: torch.Tensor, compression: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled [B, W, d] in hidden's dtype, pooled_mask [B, W] in mask's dtype), W = ceil(S / compression).
 
-    r = 1 returns the inputs unchanged (identity)."""
-    check_ratio(ratio)
-    if ratio == 1:
+    r = 1 returns the inputs unchanged (identity). The run's compression values are validated once, in the config."""
+    if isinstance(compression, bool) or not isinstance(compression, int) or compression < 1:
+        raise ValueError(f"compression must be a positive integer, got {compression!r}")
+    if compression == 1:
         return hidden, mask
     batch, seq_len, width = hidden.shape
-    windows = pooled_length(seq_len, ratio)
-    pad = windows * ratio - seq_len
+    windows = pooled_length(seq_len, compression)
+    pad = windows * compression - seq_len
     if pad:
         hidden = F.pad(hidden, (0, 0, 0, pad))
         mask = F.pad(mask, (0, pad))
-    hidden = hidden.reshape(batch, windows, ratio, width)
-    window_mask = mask.reshape(batch, windows, ratio)
+    hidden = hidden.reshape(batch, windows, compression, width)
+    window_mask = mask.reshape(batch, windows, compression)
     # Same operations, order and dtypes as the reference (see module docstring).
     summed = (hidden * window_mask.unsqueeze(-1).to(hidden.dtype)).sum(dim=2)
     counts = window_mask.sum(dim=2)

@@ -20,20 +20,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from kalm_eval.records import PairScore
+
 from .batching import order_longest_first, run_in_batches
-from .model import FP16_MESSAGE, LoadedModel
+from .model import LoadedModel
+from .spec import FP16_MESSAGE
 from .prompts import PAD_TO_MULTIPLE_OF, pad_right
-
-
-@dataclass(frozen=True)
-class PairScore:
-    margin: float  # z_yes - z_no, float32; ranks exactly like p_yes
-    p_yes: float  # sigmoid(margin)
 
 
 @dataclass
@@ -44,7 +41,6 @@ class ScorerStats:
     pooled_vectors: int = 0  # real cross-attention keys (no padding)
     score_seconds: float = 0.0
     batch_size: int = 0  # current (after any OOM shrinking)
-    by_ratio: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 class DecoderScorer:
@@ -59,9 +55,7 @@ class DecoderScorer:
         self.softcap = loaded.model.config.decoder.final_logit_softcapping
         self.stats = ScorerStats(batch_size=batch_size)
 
-    def score(
-        self, prompts: Sequence[Sequence[int]], passages: Sequence[torch.Tensor], ratio: int | None = None
-    ) -> list[PairScore]:
+    def score(self, prompts: Sequence[Sequence[int]], passages: Sequence[torch.Tensor]) -> list[PairScore]:
         """Score pair i = (prompts[i] token ids, passages[i] pooled states [W_i, d]); results in input order."""
         if len(prompts) != len(passages):
             raise ValueError("prompts and passages must have the same length")
@@ -84,11 +78,6 @@ class DecoderScorer:
         self.stats.prompt_tokens += prompt_tokens
         self.stats.pooled_vectors += sum(int(s.shape[0]) for s in passages)
         self.stats.score_seconds += elapsed
-        if ratio is not None:
-            entry = self.stats.by_ratio.setdefault(ratio, {"pairs": 0, "score_seconds": 0.0, "prompt_tokens": 0})
-            entry["pairs"] += len(prompts)
-            entry["score_seconds"] += elapsed
-            entry["prompt_tokens"] += prompt_tokens
         return [results[i] for i in range(len(prompts))]
 
     @torch.inference_mode()

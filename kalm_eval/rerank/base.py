@@ -24,11 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-
-@dataclass(frozen=True)
-class PairScore:
-    margin: float  # the ranking score: z_yes - z_no (yes/no rerankers) or the raw relevance logit (cross-encoders)
-    p_yes: float  # the reranker's relevance probability, sigmoid(margin); for display and thresholds only
+from kalm_eval.records import PairScore
 
 
 @dataclass(frozen=True)

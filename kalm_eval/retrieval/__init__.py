@@ -1,1 +1,50 @@
-"""First stage: candidate rankings (BM25, dense, or a given TREC run), cached as TREC runs with manifests."""
+"""First stage: candidate rankings, cached as TREC runs with manifests (first_stage.py), from a registry of
+retriever families. A family = the `retriever=<name>` config choice: the dataclass validating its knobs (besides
+`name` and `depth`) and the class built from it. Every retriever offers
+
+    identity() -> dict                                 what shapes its rankings (goes into the run signature)
+    retrieve(dataset, depth) -> Iterator[RankedList]   one ranking per judged query, in the dataset's query order
+    tie_break: str                                     the rule its rankings follow for equal scores
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kalm_eval.errors import ConfigError
+from kalm_eval.retrieval.bm25 import BM25Retriever, BM25Settings
+from kalm_eval.retrieval.dense import DenseRetriever, DenseSettings
+from kalm_eval.retrieval.trec_run import TrecRunRetriever, TrecRunSettings
+
+
+@dataclass(frozen=True)
+class RetrieverFamily:
+    name: str
+    settings: type
+    retriever: type  # retriever(settings, **context) -> a retriever
+
+    def build(self, settings: Any, **context: Any):
+        return self.retriever(settings, **context) if context else self.retriever(settings)
+
+
+RETRIEVERS: dict[str, RetrieverFamily] = {}
+
+
+def register(family: RetrieverFamily) -> RetrieverFamily:
+    RETRIEVERS[family.name] = family
+    return family
+
+
+def family(name: str) -> RetrieverFamily:
+    if name not in RETRIEVERS:
+        raise ConfigError(f"retriever={name!r}: unknown retriever; known: {', '.join(sorted(RETRIEVERS))}")
+    return RETRIEVERS[name]
+
+
+register(RetrieverFamily("bm25", BM25Settings, BM25Retriever))
+register(RetrieverFamily("dense", DenseSettings, DenseRetriever))
+register(RetrieverFamily("kalm_embedding", DenseSettings, DenseRetriever))  # the paper's first stage, dense defaults
+register(RetrieverFamily("trec_run", TrecRunSettings, TrecRunRetriever))
+
+__all__ = ["RETRIEVERS", "RetrieverFamily", "family", "register"]

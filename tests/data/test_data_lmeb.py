@@ -14,7 +14,8 @@ import pytest
 from kalm_eval.data.lmeb import LAYOUTS, check_instructions, scene_of
 from kalm_eval.data.loaders import load_dataset
 from kalm_eval.errors import DataError
-from kalm_eval.pipeline import RunConfig, run
+from kalm_eval.config import RunConfig
+from kalm_eval.pipeline import run
 from kalm_eval.storage import read_json
 from kalm_eval.retrieval.bm25 import BM25Retriever, BM25Settings
 from tests.data.upstream_formats import LOCOMO_SUBSETS, write_jsonl, write_lmeb_fixture, write_mteb_repo
@@ -131,10 +132,10 @@ def test_hand_computed_ndcg_with_scenes_through_the_pipeline(lmeb_root, tmp_path
     }
     run_file.write_text("".join(f"{q} Q0 {d} {i + 1} {10.0 - i} sys\n" for q, docs in ranked.items()
                                 for i, d in enumerate(docs)))
-    cfg = RunConfig(benchmark=lmeb_cfg(lmeb_root, "LoCoMo", "multi_hop"),
+    cfg = RunConfig.from_mapping(dict(benchmark=lmeb_cfg(lmeb_root, "LoCoMo", "multi_hop"),
                     retriever={"name": "trec_run", "depth": 100, "path": str(run_file), "system": "test"},
-                    reranker={"name": "none"}, model={}, compression=[1], cache_dir=tmp_path / "cache",
-                    output_dir=tmp_path / "out")
+                    reranker={"name": "none"}, cache_dir=tmp_path / "cache",
+                    output_dir=tmp_path / "out"))
     (out,) = run(cfg)
     record = read_json(out / "metrics.json")
     # conv-1_0_q2, scene conv-1_0 = {s1_t1, s1_t2, s2_t1}: filtered order s1_t2, s1_t1, s2_t1; qrels s2_t1=2, s1_t1=1

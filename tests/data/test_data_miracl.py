@@ -11,7 +11,8 @@ import pytest
 
 from kalm_eval.data.loaders import load_dataset
 from kalm_eval.errors import DataError
-from kalm_eval.pipeline import RunConfig, run
+from kalm_eval.config import RunConfig
+from kalm_eval.pipeline import run
 from kalm_eval.storage import read_json
 from tests.data.upstream_formats import (MIRACL_QRELS, MIRACL_SHARDS, MIRACL_TOPICS, write_jsonl, write_miracl_raw,
                                         write_mteb_repo, write_tsv)
@@ -110,9 +111,9 @@ def test_identical_ids_are_scored_not_dropped(tmp_path, monkeypatch):
     run_file = tmp_path / "run.trec"
     run_file.write_text("10020#0 Q0 10020#0 1 2.0 s\n10020#0 Q0 10020#1 2 1.0 s\n6 Q0 32589#0 1 1.0 s\n"
                         "8 Q0 777#0 1 1.0 s\n")
-    cfg = RunConfig(benchmark=miracl_cfg(topics, corpus), reranker={"name": "none"}, model={}, compression=[1],
+    cfg = RunConfig.from_mapping(dict(benchmark=miracl_cfg(topics, corpus), reranker={"name": "none"},
                     retriever={"name": "trec_run", "depth": 100, "path": str(run_file)}, cache_dir=tmp_path / "cache",
-                    output_dir=tmp_path / "out")
+                    output_dir=tmp_path / "out"))
     (out,) = run(cfg)
     record = read_json(out / "metrics.json")
     rows = [line.split("\t") for line in (out / "per_query.tsv").read_text().splitlines()]

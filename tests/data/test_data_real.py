@@ -7,14 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from kalm_eval.data.loaders import load_dataset
 from kalm_eval.data.miracl import LANGUAGES, find_topics, read_topics
 from kalm_eval.errors import DataError
 from kalm_eval.data.readers import read_qrels
-from tests.data.upstream_formats import CONF_DIR, SHARED_DATA
+from kalm_eval.config import CONFIG_MODULE
+from tests.data.upstream_formats import SHARED_DATA
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / "miracl").is_dir(),
                                 reason=f"shared data not found at {SHARED_DATA} (../shared/data from the repo root)")
@@ -28,7 +29,7 @@ MIRACL_COUNTS = {"ar": (2896, 29197, 5658), "bn": (411, 4206, 863), "de": (305, 
 
 
 def _benchmark(name: str) -> dict:
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         cfg = compose("config", overrides=[f"benchmark={name}", f"data_dir={SHARED_DATA}"])
     return OmegaConf.to_container(cfg.benchmark, resolve=True)
 
@@ -49,6 +50,7 @@ def test_miracl_topics_and_qrels_of_all_18_languages():
 
 def test_miracl_without_passages_stops_before_the_first_stage(tmp_path, monkeypatch):
     from kalm_eval import pipeline
+    from kalm_eval.config import RunConfig
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("first stage reached without passages")
@@ -57,9 +59,9 @@ def test_miracl_without_passages_stops_before_the_first_stage(tmp_path, monkeypa
     bench = _benchmark("miracl/sw")
     assert bench["path"] == bench["corpus_path"] == str(SHARED_DATA / "miracl" / "sw")
     with pytest.raises(DataError) as err:
-        pipeline.run(pipeline.RunConfig(benchmark=bench, retriever={"name": "bm25", "depth": 100},
-                                        reranker={"name": "none"}, model={}, compression=[1],
-                                        cache_dir=tmp_path / "cache", output_dir=tmp_path / "out"))
+        pipeline.run(RunConfig.from_mapping(dict(benchmark=bench, retriever={"name": "bm25", "depth": 100},
+                                        reranker={"name": "none"},
+                                        cache_dir=tmp_path / "cache", output_dir=tmp_path / "out")))
     assert "passages missing" in str(err.value) and "miracl/miracl-corpus" in str(err.value)
     for lang in ("ar", "yo", "zh"):
         with pytest.raises(DataError, match=f"MIRACL-{lang} passages missing"):
@@ -83,14 +85,15 @@ def test_beir_arguana_identical_ids(tmp_path):
 
 @pytest.mark.slow  # ~15 s on a loaded 2-core machine (tokenising, indexing, record writing)
 def test_bm25_scifact_reproduces_reference(tmp_path, monkeypatch):
-    from kalm_eval.pipeline import RunConfig, run
+    from kalm_eval.config import RunConfig
+    from kalm_eval.pipeline import run
     from kalm_eval.storage import read_json
 
     monkeypatch.chdir(tmp_path)
     retriever = {"name": "bm25", "depth": 100, "method": "lucene", "k1": 1.5, "b": 0.75, "stopwords": "en",
                  "stemmer": "english"}
-    (out,) = run(RunConfig(benchmark=_benchmark("beir/scifact"), retriever=retriever, reranker={"name": "none"},
-                           model={}, compression=[1], cache_dir=tmp_path / "cache", output_dir=tmp_path / "out"))
+    (out,) = run(RunConfig.from_mapping(dict(benchmark=_benchmark("beir/scifact"), retriever=retriever, reranker={"name": "none"},
+                           cache_dir=tmp_path / "cache", output_dir=tmp_path / "out")))
     record = read_json(Path(out) / "metrics.json")
     assert record["counts"]["data_docs"] == 5183 and record["counts"]["queries"] == 300
     assert record["stages"]["first_stage"]["nDCG@10"] == pytest.approx(0.6863, abs=0.002)  # reference-scores.md §1

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CONF_DIR = REPO_ROOT / "conf"
 SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
 
 

@@ -12,8 +12,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 import torch
 
-from kalm_eval.fbnl.model import LoadedModel, build_random_nano, build_tiny_model
+from kalm_eval.fbnl.model import LoadedModel
+from kalm_eval.fbnl.synthetic import build_tiny_model
 from kalm_eval.fbnl.tiny_tokenizer import build_tiny_tokenizer
+from kalm_eval.testing.nano import build_random_nano
 
 
 @pytest.fixture(autouse=True)

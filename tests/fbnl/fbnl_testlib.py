@@ -74,3 +74,21 @@ def hf_margins(
             logits = out.logits[0, -1].float()
             margins.append(float(logits[yes] - logits[no]))
     return margins
+
+
+def kalm_scores(loaded, docs: dict[str, str], requests, compression: int, reranker=None, **settings):
+    """Score `requests` = [(query, instruction or None, [doc ids])] through KalmReranker.score_chunk (one chunk holding
+    `docs`), at one compression. Returns (reranker, scores per request, the ChunkScores)."""
+    from kalm_eval.rerank.base import ScoringChunk
+    from kalm_eval.rerank.kalm import KalmReranker
+
+    reranker = reranker or KalmReranker(loaded, compression=[compression], **settings)
+    index = {doc_id: i for i, doc_id in enumerate(docs)}
+    chunk = ScoringChunk(passages=[(d, docs[d]) for d in docs], queries=[(q, inst) for q, inst, _ in requests],
+                         pairs=[(qi, index[d]) for qi, (_, _, ids) in enumerate(requests) for d in ids])
+    result = reranker.score_chunk(chunk)
+    flat, out, start = result.scores[f"r{compression}"], [], 0
+    for _, _, ids in requests:
+        out.append(flat[start : start + len(ids)])
+        start += len(ids)
+    return reranker, out, result

@@ -3,13 +3,14 @@
 Reference numbers come from fbnl_testlib.hf_margins: the unmodified Hugging Face model, one pair at a time,
 full logits; at r > 1 its encoder output is pooled by an independent brute-force loop. fp32, |diff| <= 1e-4."""
 
+import dataclasses
+
 import pytest
 import torch
 
-from tests.fbnl.fbnl_testlib import hf_margins
 from kalm_eval.fbnl.prompts import prompt_token_ids
-from kalm_eval.fbnl.reference import ReferenceScorer
-from kalm_eval.fbnl.rerank import KalmReranker, RerankSettings, ScoreRequest
+from kalm_eval.testing.reference import ReferenceScorer
+from tests.fbnl.fbnl_testlib import hf_margins, kalm_scores
 
 TOL = 1e-4
 
@@ -28,9 +29,8 @@ DOCS = {
 
 
 def _scores(loaded, ratio, batch_size=32, docs=DOCS, queries=QUERIES):
-    reranker = KalmReranker(loaded, RerankSettings(ratios=[ratio], batch_size=batch_size))
-    reranker.prepare(docs)
-    return reranker, reranker.score_many([ScoreRequest(q, None, list(docs)) for q in queries], ratio)
+    reranker, scores, _ = kalm_scores(loaded, docs, [(q, None, list(docs)) for q in queries], ratio, batch_size=batch_size)
+    return reranker, scores
 
 
 @pytest.mark.parametrize("ratio", [1, 2, 4, 8, 32])
@@ -79,19 +79,18 @@ def test_reference_scorer_matches_stock_forward(tiny):
 
 
 def test_query_truncation(tiny):
-    tiny_short = type(tiny)(**{**tiny.__dict__, "spec": type(tiny.spec)(**{**tiny.spec.__dict__, "query_max_len": 8})})
+    tiny_short = dataclasses.replace(tiny, spec=dataclasses.replace(tiny.spec, query_max_len=8))
     long_query = "does the protein increase the risk of cancer in human cells after treatment with the drug"
     assert len(tiny.tokenizer(long_query, add_special_tokens=False)["input_ids"]) == 16
     ids = prompt_token_ids(tiny.tokenizer, long_query, None, 8)
     full = prompt_token_ids(tiny.tokenizer, long_query, None, 512)
     assert len(full) - len(ids) == 16 - 8
     head = " ".join(long_query.split()[:8])
-    reranker = KalmReranker(tiny_short, RerankSettings(ratios=[2]))
-    reranker.prepare(DOCS)
-    truncated = [s.margin for s in reranker.score(long_query, None, list(DOCS), 2)]
+    _, [scores], result = kalm_scores(tiny_short, DOCS, [(long_query, None, list(DOCS))], 2)
+    truncated = [s.margin for s in scores]
     expected = hf_margins(tiny, [head] * len(DOCS), list(DOCS.values()), 2)
     assert max(abs(a - b) for a, b in zip(truncated, expected)) <= TOL
-    assert reranker.stats()["prompt_tokens"] == len(ids) * len(DOCS)
+    assert result.variant_counters["r2"]["prompt_tokens"] == len(ids) * len(DOCS)
 
 
 def test_nano_shape_exactness(nano_fp32):
@@ -115,7 +114,8 @@ def test_nano_shape_exactness_long_and_batched(nano_fp32, ratio):
 
 
 def test_eager_attention_matches_sdpa(tiny):
-    from kalm_eval.fbnl.model import ModelSpec, build_tiny_model
+    from kalm_eval.fbnl.spec import ModelSpec
+    from kalm_eval.fbnl.synthetic import build_tiny_model
 
     eager = build_tiny_model(spec=ModelSpec(name="tiny", attn_implementation="eager", dtype="float32", device="cpu"))
     assert eager.identity["attn_implementation"] == "eager"

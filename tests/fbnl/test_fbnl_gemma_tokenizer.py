@@ -5,7 +5,7 @@ converted copy from ~/.cache/kalm_eval in a few seconds."""
 
 import pytest
 
-from kalm_eval.fbnl.gemma_tokenizer import gemma3_tokenizer_unavailable_reason, load_gemma3_tokenizer
+from kalm_eval.testing.gemma_tokenizer import gemma3_tokenizer_unavailable_reason, load_gemma3_tokenizer
 from kalm_eval.fbnl.model import answer_token_id
 from kalm_eval.fbnl.prompts import passage_token_ids, prompt_token_ids
 

@@ -8,47 +8,44 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from kalm_eval.fbnl.model import (
-    KNOWN_CHECKPOINTS,
-    TINY_TEXT_CONFIG,
-    LoadedModel,
-    ModelSpec,
-    _finish,
-    answer_token_id,
-    build_tiny_model,
-    load_model,
-    random_t5gemma2,
-    t5gemma2_config,
-)
-from kalm_eval.fbnl.rerank import KalmReranker, RerankSettings
+from kalm_eval.errors import ConfigError
+from kalm_eval.fbnl.model import LoadedModel, answer_token_id, finish_model, load_model
+from kalm_eval.fbnl.spec import ModelSpec
+from kalm_eval.fbnl.synthetic import TINY_TEXT_CONFIG, build_model, build_tiny_model, random_t5gemma2, t5gemma2_config
 from kalm_eval.fbnl.tiny_tokenizer import build_tiny_tokenizer
+from kalm_eval.rerank.kalm import KalmReranker
+from kalm_eval.testing.nano import pinned_checkpoint
+from tests.fbnl.fbnl_testlib import kalm_scores
 
 DOCS = {"d1": "The capital of China is Beijing.", "d2": "Gravity attracts bodies toward one another."}
 QUERY = "What is the capital of China?"
 
 
 def margins(loaded: LoadedModel, ratio: int = 1) -> list[float]:
-    reranker = KalmReranker(loaded, RerankSettings(ratios=[ratio]))
-    reranker.prepare(DOCS)
-    return [s.margin for s in reranker.score(QUERY, None, list(DOCS), ratio)]
+    return [s.margin for s in kalm_scores(loaded, DOCS, [(QUERY, None, list(DOCS))], ratio)[1][0]]
 
 
 @pytest.mark.parametrize("name", ["float16", "fp16", "half"])
 def test_float16_is_refused(name):
-    with pytest.raises(ValueError, match="Use bfloat16 or float32 instead of float16"):
+    with pytest.raises(ConfigError, match="Use bfloat16 or float32 instead of float16"):
         ModelSpec(name="tiny", dtype=name)
 
 
-def test_spec_defaults_and_known_checkpoints():
-    spec = ModelSpec(name="small")
-    assert (spec.hf_id, spec.revision) == KNOWN_CHECKPOINTS["small"]
+def test_spec_defaults_and_pinned_presets():
+    hf_id, revision = pinned_checkpoint("small")  # pins live in conf/model/*.yaml only
+    assert hf_id == "KaLM-Embedding/KaLM-Reranker-V1-Small" and len(revision) == 40
+    spec = ModelSpec(name="small", hf_id=hf_id, revision=revision)
     assert spec.doc_max_len == 1024 and spec.query_max_len == 512 and spec.attn_implementation == "sdpa"
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert spec.resolved_device().type == expected
-    assert ModelSpec(name="nano", device="cpu").resolved_dtype() == "float32"  # reference: fp32 on CPU
-    assert ModelSpec(path="/some/dir").hf_id is None  # a local path overrides the hub id
-    with pytest.raises(ValueError):
-        ModelSpec(dtype="int8")
+    assert ModelSpec(name="tiny", device="cpu").resolved_dtype() == "float32"  # reference: fp32 on CPU
+    assert ModelSpec(path="/some/dir").synthetic is False  # a local path needs no hub id
+    with pytest.raises(ConfigError, match="model.dtype='int8'"):
+        ModelSpec(name="tiny", dtype="int8")
+    with pytest.raises(ConfigError, match="needs a pinned revision"):
+        ModelSpec(name="mine", hf_id="org/model")
+    with pytest.raises(ConfigError, match="names no checkpoint"):
+        ModelSpec(name="nano")
 
 
 def _char_tokenizer() -> PreTrainedTokenizerFast:
@@ -109,8 +106,8 @@ def test_vision_tower_is_not_loaded(tmp_path):
     config.encoder.vision_config.hidden_size = 48
     config.encoder.vision_config.num_hidden_layers = 3
     source = random_t5gemma2(config, seed=5, std=0.1)
-    source_loaded = _finish(source, build_tiny_tokenizer(), ModelSpec(name="tiny", dtype="float32", device="cpu"),
-                            checkpoint="x", revision=None, weights_fingerprint="x")
+    source_loaded = finish_model(source, build_tiny_tokenizer(), ModelSpec(name="tiny", dtype="float32", device="cpu"),
+                                 checkpoint="x", revision=None, weights_fingerprint="x")
     source_loaded.save_pretrained(tmp_path)
     loaded = load_model(ModelSpec(path=tmp_path, dtype="float32", device="cpu"))
     vision = loaded.model.get_encoder().vision_tower
@@ -128,13 +125,15 @@ def test_missing_text_weights_are_an_error(tiny, tmp_path):
         load_model(ModelSpec(path=tmp_path, dtype="float32", device="cpu"))
 
 
-def test_load_model_builds_named_random_models():
-    loaded = load_model(ModelSpec(name="tiny", seed=3, dtype="float32", device="cpu"))
+def test_build_model_builds_named_synthetic_models():
+    loaded = build_model(ModelSpec(name="tiny", seed=3, dtype="float32", device="cpu"))
     assert loaded.identity["weights_fingerprint"].startswith("random:tiny:seed=3")
+    with pytest.raises(ValueError, match="synthetic"):
+        load_model(ModelSpec(name="tiny"))
 
 
 def test_reranker_identity_has_everything_that_affects_scores(tiny):
-    identity = KalmReranker(tiny, RerankSettings(ratios=[4])).identity()
+    identity = KalmReranker(tiny, compression=[4]).identity()
     for key in ("doc_max_len", "query_max_len", "prompt_template_sha256", "yes_id", "no_id", "pooling_rule"):
         assert key in identity
     for key in ("checkpoint", "revision", "dtype", "weights_fingerprint", "encoder_fingerprint"):
@@ -151,13 +150,15 @@ def test_hub_checkpoint_loads_offline_from_the_hf_cache(tmp_path):
     import subprocess
     import sys
 
-    hf_id, revision = KNOWN_CHECKPOINTS["nano"]
+    hf_id, revision = pinned_checkpoint("nano")
     snapshot = tmp_path / f"models--{hf_id.replace('/', '--')}" / "snapshots" / revision
     build_tiny_model(seed=0).save_pretrained(snapshot)
     code = (
-        "from kalm_eval.fbnl.model import ModelSpec, hf_cache_snapshot, load_model\n"
+        "from kalm_eval.fbnl.model import load_model\n"
+        "from kalm_eval.fbnl.spec import ModelSpec\n"
+        "from kalm_eval.testing.nano import hf_cache_snapshot\n"
         "assert hf_cache_snapshot('nano') is not None\n"
-        "m = load_model(ModelSpec(name='nano', device='cpu'))\n"
+        f"m = load_model(ModelSpec(name='nano', hf_id='{hf_id}', revision='{revision}', device='cpu'))\n"
         f"assert m.identity['weights_fingerprint'] == 'hf:{hf_id}@{revision}', m.identity\n"
         "assert (m.yes_id, m.no_id) == (6, 7)\n"
     )
@@ -166,17 +167,20 @@ def test_hub_checkpoint_loads_offline_from_the_hf_cache(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300, cwd=repo_root)
 
 
-def test_build_reranker_from_model_config(tmp_path):
+def test_registry_builds_the_kalm_reranker_from_model_config(tmp_path):
     """The pipeline's entry point, fed the dict of conf/model/tiny.yaml."""
-    from kalm_eval.fbnl.rerank import build_reranker
+    from kalm_eval.knobs import from_mapping
+    from kalm_eval.rerank import family
+    from kalm_eval.rerank.settings import CacheSettings, RerankContext, RerankSettings
 
-    config = {"name": "tiny", "hf_id": None, "revision": None, "path": None, "seed": 0, "dtype": "float32",
-              "device": "cpu", "doc_max_len": 64, "query_max_len": 512, "attn_implementation": "sdpa"}
-    reranker = build_reranker(config, ratios=[1, 4], cache_dir=tmp_path / "passages", batch_size=8,
-                              encode_batch_size=4)
-    reranker.prepare(DOCS)
-    assert reranker.stats()["passages_encoded"] == 2
-    scores = reranker.score(QUERY, "Given a query, retrieve documents that answer the query.", list(DOCS), 4)
+    config = {"name": "tiny", "family": "kalm", "hf_id": None, "revision": None, "path": None, "seed": 0,
+              "dtype": "float32", "device": "cpu", "doc_max_len": 64, "query_max_len": 512, "attn_implementation": "sdpa"}
+    kalm = family("kalm")
+    spec = from_mapping(kalm.model_settings, config, prefix="model")
+    settings = from_mapping(RerankSettings, {"name": "kalm", "compression": [1, 4], "batch_size": 8}, prefix="reranker")
+    reranker = kalm.build(spec, settings, RerankContext(cache_dir=tmp_path, cache=CacheSettings()))
+    _, [scores], result = kalm_scores(reranker.loaded, DOCS, [(QUERY, None, list(DOCS))], 4, reranker=reranker)
+    assert result.counters["passages_encoded"] == 2 and set(result.scores) == {"r1", "r4"}
     assert len(scores) == 2 and reranker.identity()["doc_max_len"] == 64
-    with pytest.raises(ValueError, match="unknown model settings"):
-        build_reranker({**config, "dtpye": "float32"}, ratios=[4])
+    with pytest.raises(ConfigError, match="model.dtpye: unknown setting"):
+        from_mapping(kalm.model_settings, {**config, "dtpye": "float32"}, prefix="model")

@@ -7,7 +7,7 @@ import torch
 from tests.fbnl.fbnl_testlib import brute_force_pool
 
 from kalm_eval.fbnl.pooling import mep_pool, pooled_length
-from kalm_eval.fbnl.reference import reference_pool
+from kalm_eval.testing.reference import reference_pool
 
 
 def _batch(lengths, seq_len, width=5, seed=0):
@@ -45,14 +45,18 @@ def test_ratio_one_is_identity():
     assert pooled is hidden and pooled_mask is mask
 
 
-def test_unsupported_ratio_warns_but_works():
-    hidden, mask = _batch([7], seq_len=7)
-    with pytest.warns(UserWarning, match="outside the supported set"):
-        pooled, _ = mep_pool(hidden, mask, 3)
-    torch.testing.assert_close(pooled, brute_force_pool(hidden, mask, 3)[0])
+def test_untrained_compression_warns_in_the_config_but_works():
+    from kalm_eval.knobs import from_mapping
+    from kalm_eval.rerank.settings import RerankSettings
+
+    with pytest.warns(UserWarning, match="outside the trained set"):
+        from_mapping(RerankSettings, {"name": "kalm", "compression": [3]}, prefix="reranker")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        mep_pool(hidden, mask, 4)  # supported: no warning
+        from_mapping(RerankSettings, {"name": "kalm", "compression": [4]}, prefix="reranker")  # trained: silent
+    hidden, mask = _batch([7], seq_len=7)
+    pooled, _ = mep_pool(hidden, mask, 3)
+    torch.testing.assert_close(pooled, brute_force_pool(hidden, mask, 3)[0])
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True])

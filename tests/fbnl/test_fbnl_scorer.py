@@ -4,43 +4,44 @@ import pytest
 import torch
 
 from kalm_eval.fbnl.batching import run_in_batches
-from kalm_eval.fbnl.rerank import KalmReranker, RerankSettings, ScoreRequest
+from kalm_eval.rerank.kalm import KalmReranker
+from tests.fbnl.fbnl_testlib import kalm_scores
 
 DOCS = {f"d{i}": "the cell protein " * (i + 1) + "in mice." for i in range(7)}
 QUERIES = ["What is the capital of China?", "Does the protein increase risk of cancer in mice?", "gene"]
 
 
 def _reranker(loaded, **settings):
-    reranker = KalmReranker(loaded, RerankSettings(ratios=[2], **settings))
-    reranker.prepare(DOCS)
-    return reranker
+    return KalmReranker(loaded, compression=[2], **settings)
 
 
-def test_order_follows_doc_ids_and_score_many_matches_score(tiny):
+def _score(reranker, query, doc_ids):
+    return kalm_scores(reranker.loaded, DOCS, [(query, None, doc_ids)], 2, reranker=reranker)[1][0]
+
+
+def test_order_follows_doc_ids_and_many_queries_match_one(tiny):
     reranker = _reranker(tiny)
     shuffled = ["d3", "d0", "d6", "d1", "d5", "d2", "d4"]
-    many = reranker.score_many([ScoreRequest(q, None, shuffled) for q in QUERIES], 2)
+    _, many, _ = kalm_scores(tiny, DOCS, [(q, None, shuffled) for q in QUERIES], 2, reranker=reranker)
     for query, scores in zip(QUERIES, many):
-        one = reranker.score(query, None, shuffled, 2)
+        one = _score(reranker, query, shuffled)
         assert [s.margin for s in scores] == pytest.approx([s.margin for s in one], abs=1e-5)
         by_id = dict(zip(shuffled, scores))
-        ordered = reranker.score(query, None, sorted(shuffled), 2)
+        ordered = _score(reranker, query, sorted(shuffled))
         assert [by_id[d].margin for d in sorted(shuffled)] == pytest.approx([s.margin for s in ordered], abs=1e-5)
 
 
-def test_stats_split_offline_and_online(tiny):
-    reranker = _reranker(tiny)
-    reranker.score_many([ScoreRequest(q, None, list(DOCS)) for q in QUERIES], 2)
-    stats = reranker.stats()
-    assert stats["pairs"] == len(QUERIES) * len(DOCS)
-    assert stats["score_seconds"] > 0 and stats["encode_seconds"] > 0
-    assert stats["score_by_ratio"][2]["pairs"] == stats["pairs"]
-    assert stats["prompt_tokens"] > 0 and stats["unique_passages"] == len(DOCS)
+def test_counters_split_offline_and_online(tiny):
+    _, _, result = kalm_scores(tiny, DOCS, [(q, None, list(DOCS)) for q in QUERIES], 2)
+    online = result.variant_counters["r2"]
+    assert online["pairs"] == len(QUERIES) * len(DOCS) and online["score_seconds"] > 0 and online["prompt_tokens"] > 0
+    assert result.counters["encode_seconds"] > 0 and result.counters["passages"] == len(DOCS)
+    assert result.counters["passages_encoded"] == len(DOCS)
 
 
 def test_cuda_oom_shrinks_the_batch_and_continues(tiny, monkeypatch):
     reranker = _reranker(tiny, batch_size=16)
-    expected = [s.margin for s in reranker.score(QUERIES[1], None, list(DOCS), 2)]
+    expected = [s.margin for s in _score(reranker, QUERIES[1], list(DOCS))]
     scorer = reranker.scorer
     original = scorer._score_batch
     sizes = []
@@ -52,7 +53,7 @@ def test_cuda_oom_shrinks_the_batch_and_continues(tiny, monkeypatch):
         return original(prompts, passages)
 
     monkeypatch.setattr(scorer, "_score_batch", flaky)
-    got = [s.margin for s in reranker.score(QUERIES[1], None, list(DOCS), 2)]
+    got = [s.margin for s in _score(reranker, QUERIES[1], list(DOCS))]
     assert got == pytest.approx(expected, abs=1e-5)
     # 7 pairs: batch 16, 12, 9 still take all 7 (OOM), 6 fails too, 4 fits; the rest (3) keeps size 4
     assert sizes == [7, 7, 7, 6, 4, 3]
@@ -71,16 +72,16 @@ def test_non_finite_logits_raise_with_fp16_hint(tiny, monkeypatch):
     reranker = _reranker(tiny)
     monkeypatch.setattr(reranker.scorer, "answer_weight", reranker.scorer.answer_weight * float("nan"))
     with pytest.raises(RuntimeError, match="Use bfloat16 or float32 instead of float16"):
-        reranker.score(QUERIES[0], None, ["d0"], 2)
+        _score(reranker, QUERIES[0], ["d0"])
 
 
 def test_bf16_scores_match_reference_scorer():
     """bf16: decoupled path vs the reference-style full forward, within bf16 logit quantisation."""
-    from kalm_eval.fbnl.model import build_tiny_model
-    from kalm_eval.fbnl.reference import ReferenceScorer
+    from kalm_eval.fbnl.synthetic import build_tiny_model
+    from kalm_eval.testing.reference import ReferenceScorer
 
     loaded = build_tiny_model(seed=0, dtype="bfloat16")
     reranker = _reranker(loaded)
-    got = [s.margin for s in reranker.score(QUERIES[1], None, list(DOCS), 2)]
+    got = [s.margin for s in _score(reranker, QUERIES[1], list(DOCS))]
     ref = [s.margin for s in ReferenceScorer(loaded).score([(QUERIES[1], None, d) for d in DOCS.values()], 2)]
     assert max(abs(a - b) for a, b in zip(got, ref)) <= 0.0625

@@ -1,4 +1,5 @@
-"""Reference-style scoring: what the checkpoint code / MTEB wrapper does, kept for exactness tests and benchmarks.
+"""Reference-style KaLM scoring: what the checkpoint code / MTEB wrapper does (the oracle of the exactness tests and the
+baseline of the cost benchmark).
 
 Per pair it re-runs the encoder, optionally pools with the reference algorithm (`reference_pool`, a line-by-line
 port of the checkpoint's `_pool_encoder_chunks`), runs the full `T5Gemma2ForConditionalGeneration` forward
@@ -18,10 +19,11 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 from transformers.modeling_outputs import BaseModelOutput
 
-from .batching import order_longest_first
-from .model import FP16_MESSAGE, LoadedModel
-from .prompts import PAD_TO_MULTIPLE_OF, decoder_prompt, encoder_text, pad_right
-from .scorer import PairScore
+from kalm_eval.fbnl.batching import order_longest_first
+from kalm_eval.fbnl.model import LoadedModel
+from kalm_eval.fbnl.prompts import PAD_TO_MULTIPLE_OF, decoder_prompt, encoder_text, pad_right
+from kalm_eval.fbnl.spec import FP16_MESSAGE
+from kalm_eval.records import PairScore
 
 
 def reference_pool(

@@ -1,0 +1,233 @@
+"""RunConfig: the composed Hydra config of one run, validated once, before any data is read or model loaded.
+
+Hydra composes `kalm_eval.conf` (shipped in the package: `pkg://kalm_eval.conf`); `RunConfig.from_hydra` turns the
+result into typed settings per stage — benchmark (a plain mapping, checked by its loader), retriever, reranker,
+model, cache — checking every knob's type and range (kalm_eval.knobs) and the output and cache locations
+(created and probe-written). Any problem is one ConfigError naming the knob and what it accepts.
+
+User-level defaults: `home` = $KALM_EVAL_HOME, else the platform cache directory (~/.cache/kalm-eval on Linux);
+`data_dir` = <home>/data and `cache_dir` = <home>/cache unless given; results go to `results/runs` under the
+working directory unless `results_dir`/`output_dir` say otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from kalm_eval import __version__
+from kalm_eval.errors import ConfigError
+from kalm_eval.knobs import check_value, from_mapping, keyed, logged
+from kalm_eval.rerank import family as reranker_family
+from kalm_eval.rerank.settings import CacheSettings, RerankSettings
+from kalm_eval.retrieval import family as retriever_family
+from kalm_eval.retrieval.first_stage import RetrieverSpec
+
+log = logging.getLogger(__name__)
+
+CONFIG_MODULE = "kalm_eval.conf"
+CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
+HOME_VARIABLE = "KALM_EVAL_HOME"
+NO_RERANKER = "none"
+
+
+def kalm_home() -> str:
+    """$KALM_EVAL_HOME, else the user's platform cache directory for kalm-eval."""
+    if os.environ.get(HOME_VARIABLE):
+        return os.environ[HOME_VARIABLE]
+    import platformdirs
+
+    return platformdirs.user_cache_dir("kalm-eval")
+
+
+OmegaConf.register_new_resolver("kalm_home", kalm_home, replace=True)
+
+
+def plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    benchmark: dict[str, Any]
+    retriever: RetrieverSpec
+    reranker: RerankSettings | None  # None = first stage only
+    model: Any | None  # the reranker family's model settings
+    cache: CacheSettings
+    cache_dir: Path
+    results_dir: Path
+    output_dir: Path | None = None
+    force: bool = False
+    progress: bool = True
+    worker: int = 0
+    workers: int = 1
+    full_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reranking(self) -> bool:
+        return self.reranker is not None
+
+    # ---- building ---------------------------------------------------------------------------------------------
+    @classmethod
+    def from_hydra(cls, cfg: DictConfig, *, probe_paths: bool = True) -> RunConfig:
+        """Validate the whole composed config (every knob, then the output and cache locations)."""
+        try:
+            resolved = OmegaConf.to_container(cfg, resolve=True)
+        except Exception as err:  # an interpolation that cannot resolve (e.g. a missing required value)
+            raise ConfigError(f"config: {err}".splitlines()[0]) from None
+        return cls.from_mapping(resolved, probe_paths=probe_paths)
+
+    @classmethod
+    def from_mapping(cls, resolved: dict[str, Any], *, probe_paths: bool = True) -> RunConfig:
+        """The same from a plain mapping with the config's keys (results_dir defaults to results/runs)."""
+        resolved = {"results_dir": "results/runs", **resolved}
+        benchmark = _benchmark(resolved.get("benchmark"))
+        retriever = _retriever(resolved.get("retriever") or {})
+        reranker, model = _reranker_and_model(resolved.get("reranker") or {}, resolved.get("model") or {})
+        config = cls(
+            benchmark=benchmark,
+            retriever=retriever,
+            reranker=reranker,
+            model=model,
+            cache=from_mapping(CacheSettings, resolved.get("cache") or {}, prefix="cache"),
+            cache_dir=Path(_required_str(resolved, "cache_dir")),
+            results_dir=Path(_required_str(resolved, "results_dir")),
+            output_dir=_job_output_dir(None if resolved.get("output_dir") is None else str(resolved["output_dir"])),
+            force=check_value("force", resolved.get("force", False), bool),
+            progress=check_value("progress", resolved.get("progress", True), bool),
+            worker=check_value("worker", resolved.get("worker", 0), int, {"minimum": 0}),
+            workers=check_value("workers", resolved.get("workers", 1), int, {"minimum": 1}),
+            full_config=resolved,
+        )
+        if config.worker >= config.workers:
+            raise ConfigError(f"worker={config.worker}: must be below workers={config.workers}")
+        if probe_paths:
+            config.probe_paths()
+        return config
+
+    def probe_paths(self) -> None:
+        """Create the cache and output locations and prove they are writable, before any work is spent."""
+        places = [("cache_dir", self.cache_dir), ("results_dir", self.results_dir)]
+        if self.output_dir is not None:
+            places.append(("output_dir", self.output_dir.parent))
+            if self.output_dir.exists() and not self.output_dir.is_dir():
+                raise ConfigError(f"output_dir={self.output_dir}: is a file, not a directory")
+        for knob, path in places:
+            _probe_writable(knob, path)
+
+    # ---- identity ---------------------------------------------------------------------------------------------
+    def key(self) -> dict[str, Any]:
+        """What identifies this run's results before anything is loaded (the suite ledger's key): every keyed
+        setting, none of the logged-only ones (batch sizes, devices, workers)."""
+        key: dict[str, Any] = {"benchmark": self.benchmark, "harness_version": __version__,
+                               "retriever": {"name": self.retriever.name, "depth": self.retriever.depth,
+                                             **_retriever_keyed(self.retriever.settings)}}
+        if self.reranker is not None:
+            key["reranker"] = keyed(self.reranker)
+            key["model"] = keyed(self.model)
+            key["cache"] = keyed(self.cache)
+        return key
+
+    def logged_knobs(self) -> dict[str, Any]:
+        knobs: dict[str, Any] = {"worker": self.worker, "workers": self.workers, "progress": self.progress}
+        if self.reranker is not None:
+            knobs["reranker"] = logged(self.reranker)
+            knobs["model"] = logged(self.model)
+        return knobs
+
+
+# ---- sections ---------------------------------------------------------------------------------------------------
+
+def _benchmark(benchmark: Any) -> dict[str, Any]:
+    if not isinstance(benchmark, dict):
+        raise ConfigError("benchmark: missing (choose one: benchmark=beir/scifact, benchmark=local ...)")
+    if "datasets" in benchmark:
+        raise ConfigError(f"benchmark={benchmark.get('name')!r} is a suite; run it with kalm_eval.suite.run_suite")
+    for knob in ("name", "split"):
+        check_value(f"benchmark.{knob}", benchmark.get(knob), str)
+    check_value("benchmark.joiner", benchmark.get("joiner", " "), str)
+    from kalm_eval.data.quirks import Quirks
+
+    try:
+        Quirks.from_config(benchmark.get("quirks"))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"benchmark.quirks: {err}") from None
+    return benchmark
+
+
+def _retriever(values: dict[str, Any]) -> RetrieverSpec:
+    name = check_value("retriever.name", values.get("name"), str)
+    depth = check_value("retriever.depth", values.get("depth", 100), int, {"minimum": 1})
+    chosen = retriever_family(name)
+    settings = from_mapping(chosen.settings, {k: v for k, v in values.items() if k not in ("name", "depth")},
+                            prefix="retriever")
+    return RetrieverSpec(name=name, depth=depth, settings=settings)
+
+
+def _retriever_keyed(settings: Any) -> dict[str, Any]:
+    """Retriever knobs minus the ones that never change a ranking (batch size, device)."""
+    return {k: v for k, v in vars(settings).items() if k not in ("batch_size", "device")}
+
+
+def _reranker_and_model(values: dict[str, Any], model_values: dict[str, Any]) -> tuple[RerankSettings | None, Any]:
+    name = check_value("reranker.name", values.get("name", NO_RERANKER), str)
+    if name == NO_RERANKER:
+        return None, None
+    chosen = reranker_family(name)
+    values = dict(values)
+    compression = values.pop("compression", None)
+    if chosen.uses_compression:
+        values["compression"] = _compression_list(compression)
+    settings = from_mapping(RerankSettings, values, prefix="reranker")
+    model_family = model_values.get("family", "kalm")
+    if model_family != name:
+        raise ConfigError(f"reranker={name} with model={model_values.get('name')!r} (a {model_family} model): choose "
+                          f"a {name} model preset or set model.path")
+    model = from_mapping(chosen.model_settings, model_values, prefix="model")
+    return settings, model
+
+
+def _compression_list(value: Any) -> list[int]:
+    """`compression=4` or `compression=[1,4,32]` (a bare value or a list), each a positive integer."""
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ConfigError("compression=[]: give at least one MEP compression ratio, e.g. compression=4")
+    checked = [check_value("compression", v, int, {"minimum": 1}) for v in values]
+    return checked
+
+
+def _required_str(resolved: dict[str, Any], knob: str) -> str:
+    value = resolved.get(knob)
+    value = str(value) if isinstance(value, os.PathLike) else value
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{knob}={value!r}: expected a directory path")
+    return value
+
+
+def _job_output_dir(value: Any) -> Path | None:
+    """An explicit output_dir, made unique per job in a multirun (jobs would overwrite each other otherwise)."""
+    if value in (None, ""):
+        return None
+    check_value("output_dir", value, str)
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        job = HydraConfig.get().job
+        return Path(value) / (job.override_dirname or str(job.num))
+    return Path(value)
+
+
+def _probe_writable(knob: str, path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".kalm-eval-probe-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{knob}={path}: not a writable directory ({err.strerror or err})") from None

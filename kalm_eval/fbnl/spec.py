@@ -1,0 +1,69 @@
+"""What KaLM checkpoint to load and how (the `model` config group of the kalm reranker), validated without torch.
+
+Checkpoint pins live in conf/model/{nano,small,large}.yaml only; `model.path=<dir>` loads a local checkpoint instead
+of the hub id; `name: tiny` with neither builds the random tiny model (fbnl/synthetic.py) for offline runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from kalm_eval.errors import ConfigError
+from kalm_eval.knobs import knob
+
+FP16_MESSAGE = "Use bfloat16 or float32 instead of float16."
+DTYPES = ("auto", "bfloat16", "float32")
+_FP16_NAMES = {"float16", "fp16", "half", "torch.float16"}
+SYNTHETIC = ("tiny",)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str = knob("nano", doc="preset name (nano | small | large | tiny) or any label for a custom checkpoint")
+    family: str = knob("kalm", choices=("kalm",))
+    hf_id: str | None = knob(None, doc="hub id; needs a pinned revision")
+    revision: str | None = knob(None, doc="hub commit sha")
+    path: str | None = knob(None, doc="local checkpoint directory; wins over hf_id")
+    dtype: str = knob("auto", doc="auto = bfloat16 on CUDA, float32 on CPU (the reference's defaults)")
+    device: str = knob("auto", logged=True, doc="auto | cpu | cuda | cuda:N")
+    doc_max_len: int = knob(1024, minimum=1)
+    query_max_len: int = knob(512, minimum=1)
+    attn_implementation: str = knob("sdpa", choices=("sdpa", "eager"))
+    seed: int = knob(0, minimum=0, doc="synthetic models only")
+
+    def __post_init__(self) -> None:
+        if str(self.dtype).lower() in _FP16_NAMES:
+            raise ConfigError(f"model.dtype={self.dtype!r} is not supported. {FP16_MESSAGE}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"model.dtype={self.dtype!r}: must be one of {', '.join(DTYPES)}")
+        if self.path is None and self.hf_id is None and self.name not in SYNTHETIC:
+            raise ConfigError(f"model: {self.name!r} names no checkpoint: set model.hf_id (+ model.revision) or "
+                              f"model.path, or use a preset (model=nano|small|large|tiny)")
+        if self.path is None and self.hf_id is not None and not self.revision:
+            raise ConfigError(f"model.revision: the hub checkpoint {self.hf_id} needs a pinned revision (a commit "
+                              "sha), so results name the exact weights")
+
+    @property
+    def synthetic(self) -> bool:
+        return self.path is None and self.hf_id is None
+
+    @property
+    def local_path(self) -> Path | None:
+        return None if self.path is None else Path(self.path)
+
+    def resolved_device(self):
+        import torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def resolved_dtype(self) -> str:
+        if self.dtype == "auto":
+            return "bfloat16" if self.resolved_device().type == "cuda" else "float32"
+        return self.dtype
+
+    def torch_dtype(self):
+        import torch
+
+        return {"bfloat16": torch.bfloat16, "float32": torch.float32}[self.resolved_dtype()]
