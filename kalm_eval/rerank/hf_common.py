@@ -1,0 +1,146 @@
+"""Plumbing shared by the Hugging Face baseline rerankers (qwen3, cross_encoder, bge_gemma).
+
+Each family validates its `model` config with a frozen settings dataclass (fields of `BaselineModelSettings`
+plus its own), resolves where the weights come from and what identifies them, and scores in length-sorted
+batches with the CUDA-OOM back-off the KaLM scorer uses. The rules, as for the KaLM loader (fbnl/model.py,
+whose helpers are imported here rather than copied):
+
+* a local `path` wins over `hf_id`; its identity is the content fingerprint of its weight files, never the path;
+* a hub id must come with a pinned revision (a 40-hex commit hash: branch names move, so they identify nothing);
+* `dtype` is "auto" (bfloat16 on CUDA, float32 on CPU), "bfloat16" or "float32"; float16 is refused up front,
+  with the same message as the KaLM loader, before any file is read.
+
+Notes for the fbnl/ restructuring: dtype/device resolution ("auto" rules) lives in fbnl's `ModelSpec`; it is
+reused here through a throw-away `ModelSpec` rather than copied. It belongs in a shared module (with
+`local_weights_fingerprint`, `FP16_MESSAGE`, `run_in_batches`). fbnl's `tokenizer_fingerprint` hashes
+`backend_tokenizer.to_str()`, which includes the truncation/padding state left by the last call, so it changes
+once the tokenizer has been used; `tokenizer_fingerprint` below drops that state (fbnl only hashes at load time).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from kalm_eval.errors import ConfigError
+from kalm_eval.fbnl.model import FP16_MESSAGE, ModelSpec, local_weights_fingerprint
+from kalm_eval.knobs import from_mapping, knob
+from kalm_eval.storage import canonical_json, sha256_text
+
+S = TypeVar("S", bound="BaselineModelSettings")
+
+FP16_NAMES = frozenset({"float16", "fp16", "half", "torch.float16"})
+COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+OOM_ERRORS: tuple[type[BaseException], ...] = tuple(
+    e for e in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)) if e
+)
+
+
+@dataclass(frozen=True)
+class BaselineModelSettings:
+    """The `model` settings every baseline family shares (conf/model/<preset>.yaml)."""
+
+    name: str = knob(doc="preset label, e.g. qwen3_reranker_4b")
+    family: str = knob(doc="reranker family that reads this preset: qwen3 | cross_encoder | bge_gemma")
+    hf_id: str | None = knob(None, doc="Hugging Face hub id; needs `revision`")
+    revision: str | None = knob(None, doc="pinned hub commit (40 hex characters)")
+    path: str | None = knob(None, doc="local checkpoint directory; wins over hf_id")
+    dtype: str = knob("auto", choices=("auto", "bfloat16", "float32"),
+                      doc="auto = bfloat16 on CUDA, float32 on CPU; float16 is refused")
+    device: str = knob("auto", logged=True, doc="auto | cpu | cuda | cuda:N | mps")
+    max_length: int = knob(512, minimum=8, doc="token budget of one scored sequence (family-specific meaning)")
+
+
+def parse_settings(cls: type[S], model: Mapping[str, Any] | None, *, family: str) -> S:
+    """Validate a model config for `family`: fp16 refused first, unknown keys and bad values named, source checked."""
+    values = dict(model or {})
+    dtype = values.get("dtype")
+    if isinstance(dtype, str) and dtype.strip().lower() in FP16_NAMES:
+        raise ConfigError(f"model.dtype={dtype!r}: float16 is not supported. {FP16_MESSAGE}")
+    settings = from_mapping(cls, values, prefix="model")
+    if settings.family != family:
+        raise ConfigError(f"model.family={settings.family!r}: this preset is read by the {family!r} reranker, "
+                          f"which needs family: {family}")
+    if not DEVICE_PATTERN.match(settings.device):
+        raise ConfigError(f"model.device={settings.device!r}: must be auto, cpu, mps, cuda or cuda:N")
+    resolve_source(settings, fingerprint=False)  # fail on a bad source before anything is loaded
+    return settings
+
+
+@dataclass(frozen=True)
+class CheckpointSource:
+    """Where to load from (never recorded) and what identifies the weights (recorded)."""
+
+    load_from: str  # local directory or hub id
+    revision: str | None  # hub commit; None for a local directory
+    checkpoint: str  # identity label: the hub id, or "local"
+    weights_fingerprint: str  # "hf:<id>@<commit>" or "sha256:<content hash of the weight files>"
+
+    def identity(self) -> dict[str, Any]:
+        return {"checkpoint": self.checkpoint, "revision": self.revision,
+                "weights_fingerprint": self.weights_fingerprint}
+
+
+def resolve_source(settings: BaselineModelSettings, *, fingerprint: bool = True) -> CheckpointSource:
+    """Local path (content fingerprint) over hub id (pinned commit); ConfigError naming the knob otherwise."""
+    if settings.path is not None:
+        directory = Path(settings.path).expanduser()
+        if not directory.is_dir():
+            raise ConfigError(f"model.path={settings.path!r}: not a directory")
+        weights = "unchecked"
+        if fingerprint:
+            try:
+                weights = local_weights_fingerprint(directory)
+            except FileNotFoundError as err:
+                raise ConfigError(f"model.path={settings.path!r}: {err}") from err
+        # The hub id, when given, labels the local copy; the fingerprint is what identifies it.
+        return CheckpointSource(str(directory), None, settings.hf_id or "local", weights)
+    if settings.hf_id is None:
+        raise ConfigError("model.hf_id: required when model.path is not set (give a hub id + revision, or a path)")
+    if settings.revision is None or not COMMIT_HASH.match(settings.revision):
+        raise ConfigError(f"model.revision={settings.revision!r}: {settings.hf_id} needs a pinned revision, a "
+                          "40-character commit hash (branch names move); or set model.path to a local copy")
+    return CheckpointSource(settings.hf_id, settings.revision, settings.hf_id,
+                            f"hf:{settings.hf_id}@{settings.revision}")
+
+
+def resolve_device_dtype(settings: BaselineModelSettings) -> tuple[torch.device, str]:
+    """The device and dtype name "auto" stands for, by the KaLM loader's rules (bf16 on CUDA, fp32 on CPU)."""
+    spec = ModelSpec(name="baseline", dtype=settings.dtype, device=settings.device)
+    return spec.resolved_device(), spec.resolved_dtype()
+
+
+def describe(device: torch.device, dtype: str) -> dict[str, Any]:
+    """{"device": "cpu" | "cuda:0 (NVIDIA H200)", "dtype": ...} for latency records."""
+    label = str(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        label = f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return {"device": label, "dtype": dtype}
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """sha256 of the tokenizer's definition, independent of the truncation/padding state its calls leave behind."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return "sha256:" + sha256_text(canonical_json(sorted(tokenizer.get_vocab().items())))
+    definition = json.loads(backend.to_str())
+    definition.pop("truncation", None)
+    definition.pop("padding", None)
+    return "sha256:" + sha256_text(canonical_json(definition))
+
+
+def single_token_id(tokenizer: Any, token: str) -> int:
+    """Vocabulary id of `token` looked up as a token string (not encoded text), refusing unknown tokens."""
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is None or (tokenizer.unk_token_id is not None and token_id == tokenizer.unk_token_id):
+        raise ValueError(f"the tokenizer has no {token!r} token; the score is defined on it")
+    return int(token_id)
