@@ -1,4 +1,4 @@
-"""Assemble the whole report from result records: sections -> files (md/csv/tex) + plots + report.md."""
+"""Assemble the whole report: result records -> tidy frame -> sections (md/csv/tex) + plots + report.md."""
 
 from __future__ import annotations
 
@@ -7,15 +7,26 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kalm_eval.storage import atomic_open
-from kalm_eval.report import plots as plotting
+import pandas as pd
+
+from kalm_eval.report import plots
+from kalm_eval.report.aggregate import aggregate_subsets, condition_rows
+from kalm_eval.report.baselines_table import baselines_section
+from kalm_eval.report.cascade_table import cascade_section
+from kalm_eval.report.cost_benchmark import CostBenchmark
+from kalm_eval.report.frame import results_frame
+from kalm_eval.report.latency_table import latency_rows, latency_section
+from kalm_eval.report.options import ReportOptions
+from kalm_eval.report.overview import overview_section
 from kalm_eval.report.paper import Paper, load_paper
-from kalm_eval.report.render import Section, csv_text
-from kalm_eval.report.results import DEFAULT_ROOTS, ResultRecord, load_records
-from kalm_eval.report.tables import (ReportOptions, aggregate_subsets, latency_section, paper_sections, record_overview,
-                                     sweep_sections)
+from kalm_eval.report.paper_table import paper_sections
+from kalm_eval.report.render import Section, write_text
+from kalm_eval.report.roc_table import roc_rows, roc_section
+from kalm_eval.report.sweep_table import sweep_rows, sweep_sections
+from kalm_eval.result import ResultRecord, discover
 
 log = logging.getLogger(__name__)
+DEFAULT_ROOTS = ("results/runs", "results/multirun")
 
 
 @dataclass
@@ -25,6 +36,7 @@ class ReportOutput:
     plots: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     records: list[ResultRecord] = field(default_factory=list)
+    frame: pd.DataFrame | None = None
     sections: list[Section] = field(default_factory=list)
 
     @property
@@ -32,7 +44,9 @@ class ReportOutput:
         return self.out_dir / "report.md"
 
 
-class _Collect(logging.Handler):
+class WarningCollector(logging.Handler):
+    """Keeps the warnings logged while a report is built, for the report's own Warnings list."""
+
     def __init__(self):
         super().__init__(logging.WARNING)
         self.messages: list[str] = []
@@ -43,95 +57,96 @@ class _Collect(logging.Handler):
 
 def build_report(roots: list[str | Path] | None, out_dir: str | Path, *, paper_version: str | None = "v1",
                  paper_dir: str | Path | None = None, options: ReportOptions | None = None,
-                 formats: tuple[str, ...] = ("md", "csv", "tex"), plots: bool = True) -> ReportOutput:
-    out_dir = Path(out_dir)
+                 formats: tuple[str, ...] = ("md", "csv", "tex"), plots: bool = True,
+                 cost_benchmark: CostBenchmark | None = None) -> ReportOutput:
     options = options or ReportOptions()
     roots = list(roots) if roots else list(DEFAULT_ROOTS)
-    collector = _Collect()
-    logger = logging.getLogger("kalm_eval.report")
+    paper = load_paper(paper_version, paper_dir) if paper_version else None
+    check_paper_rows(paper, options)
+    collector = WarningCollector()
+    logger = logging.getLogger("kalm_eval")
     logger.addHandler(collector)
     try:
-        out = _build(roots, out_dir, paper_version, paper_dir, options, tuple(formats), plots)
+        out = assemble(roots, Path(out_dir), paper, options, tuple(formats), plots, cost_benchmark)
     finally:
         logger.removeHandler(collector)
     out.warnings = list(dict.fromkeys(collector.messages + out.warnings))
-    _write_index(out, roots, paper_version, options)
+    write_index(out, roots, paper_version, options)
     return out
 
 
-def _build(roots, out_dir: Path, paper_version, paper_dir, options: ReportOptions, formats, plots: bool) -> ReportOutput:
-    out = ReportOutput(out_dir=out_dir)
-    paper: Paper | None = load_paper(paper_version, paper_dir) if paper_version else None
-    if paper is not None:
-        known = {m for t in paper.tables.values() for m in t.model_names()}
-        for row in [options.paper_row, *options.paper_rows.values()]:
-            if row and row not in known:
-                raise ValueError(f"paper row {row!r} is not in paper {paper.version} (rows: {sorted(known)})")
-    records = load_records(roots)
-    out.records = records
-    if not records:
+def check_paper_rows(paper: Paper | None, options: ReportOptions) -> None:
+    if paper is None:
+        return
+    known = {m for table in paper.tables.values() for m in table.model_names()}
+    for row in [options.paper_row, *options.paper_rows.values()]:
+        if row and row not in known:
+            raise ValueError(f"paper row {row!r} is not in paper {paper.version} (rows: {sorted(known)})")
+
+
+def assemble(roots, out_dir: Path, paper: Paper | None, options: ReportOptions, formats, with_plots: bool,
+             cost_benchmark: CostBenchmark | None) -> ReportOutput:
+    found = discover(roots)
+    out = ReportOutput(out_dir=out_dir, records=found.records)
+    if not found.records:
         out.warnings.append(f"no result records under {', '.join(map(str, roots))}")
-    for rec in records:
-        if rec.duplicates:
-            log.info("%s: same signature also at %s (read once)", rec.path, ", ".join(map(str, rec.duplicates)))
-
-    records = aggregate_subsets(records)  # lmeb/<Dataset>/<subset> -> lmeb/<Dataset> (mean over subsets)
-    sections: list[Section] = []
-    sections += paper_sections(records, paper, options)
-    sweeps = sweep_sections(records, paper, options)
-    sections += sweeps
-    lat = latency_section(records, paper, options)
-    if lat is not None:
-        sections.append(lat)
-
-    if plots:
-        plot_dir = out_dir / "plots"
-        by_bench = {s.name.split(".", 1)[1]: s for s in sweeps}
-        for bench, sec in by_bench.items():
-            try:
-                path = plotting.plot_ndcg_vs_r(records, bench, plot_dir, options.measure)
-                if path:
-                    sec.images.append(path)
-                    out.plots.append(path)
-                path, note = plotting.plot_pareto(records, bench, plot_dir, options.measure)
-                if path:
-                    (lat or sec).images.append(path)
-                    out.plots.append(path)
-                    if lat is not None:
-                        lat.intro.append(note)
-                else:
-                    out.warnings.append(note)
-            except Exception as err:  # a plot must never cost the tables
-                log.warning("plots for %s failed: %s", bench, err)
-
-    for sec in sections:
-        out.files += sec.write(out_dir, formats)
-    overview = Section(name="records", title="Result records read", tables=[record_overview(out.records)])
-    if "csv" in formats:
-        with atomic_open(out_dir / "records.csv") as fh:
-            fh.write(csv_text([{"dataset": r.dataset, "stage": r.main_stage, "model": r.model.label if r.model else None,
-                                "ratio": r.ratio, "value": r.value(r.main_stage), "signature": r.signature,
-                                "path": str(r.path), "duplicates": ";".join(map(str, r.duplicates))} for r in out.records]))
-        out.files.append(out_dir / "records.csv")
+    frame = out.frame = results_frame(found.records)
+    rows = aggregate_subsets(condition_rows(frame, options.measure))
+    sections = paper_sections(rows, paper, options)
+    sweeps = sweep_sections(frame, paper, options)
+    latency = latency_section(frame, paper, options, cost_benchmark)
+    roc = roc_section(frame, paper, options)
+    extra = [baselines_section(rows, paper, options), cascade_section(rows, paper), roc]
+    sections += sweeps + [s for s in [latency, *extra] if s is not None]
+    if with_plots and not frame.empty:
+        add_plots(out, frame, paper, options, sweeps, latency, roc)
+    overview = overview_section(frame, found)
+    for section in sections + [overview]:
+        out.files += section.write(out_dir, formats)
     out.sections = sections + [overview]
     return out
 
 
-def _write_index(out: ReportOutput, roots, paper_version, options: ReportOptions) -> None:
+def add_plots(out: ReportOutput, frame: pd.DataFrame, paper: Paper | None, options: ReportOptions,
+              sweeps: list[Section], latency: Section | None, roc: Section | None) -> None:
+    """nDCG vs r per benchmark (into its sweep section), Pareto (into the latency section), ROC-AUC vs r."""
+    plot_dir = out.out_dir / "plots"
+    sweep = sweep_rows(frame, options.measure)
+    timed = latency_rows(frame, paper, options)
+    for section in sweeps:
+        bench = section.name.split(".", 1)[1]
+        try:
+            path = plots.plot_ndcg_vs_r(sweep, bench, plot_dir, options.measure)
+            _attach(out, section, path)
+            path, note = plots.plot_pareto(timed, bench, plot_dir, options.measure)
+            _attach(out, latency or section, path)
+            (latency.intro if path and latency else out.warnings).append(note)
+        except Exception as err:  # a plot must never cost the tables
+            log.warning("plots for %s failed: %s", bench, err)
+    if roc is not None:
+        _attach(out, roc, plots.plot_roc_auc(roc_rows(frame, paper, options), plot_dir, paper))
+
+
+def _attach(out: ReportOutput, section: Section, path: Path | None) -> None:
+    if path is not None:
+        section.images.append(path)
+        out.plots.append(path)
+
+
+def write_index(out: ReportOutput, roots, paper_version, options: ReportOptions) -> None:
     lines = ["# kalm-eval report", "",
              f"- generated: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
              f"- results: {', '.join(map(str, roots))} ({len(out.records)} record(s))",
-             f"- paper: {paper_version or 'none'} (published numbers: results/paper/{paper_version}/)" if paper_version else "- paper: none",
-             f"- measure: {options.measure}; compare_to={options.compare_to}; paper_row={options.paper_row}; columns={options.columns}",
-             ""]
+             f"- paper: {paper_version} (published numbers: kalm_eval.paper, results/paper/{paper_version}/)"
+             if paper_version else "- paper: none",
+             f"- measure: {options.measure}; compare_to={options.compare_to}; paper_row={options.paper_row}; "
+             f"columns={options.columns}", ""]
     if out.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in out.warnings] + [""]
-    for sec in out.sections:
-        lines.append(sec.markdown(level=2, image_base=out.out_dir))
+    lines += [section.markdown(level=2, image_base=out.out_dir) for section in out.sections]
     out.out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_open(out.report_md) as fh:
-        fh.write("\n".join(lines))
+    write_text(out.report_md, "\n".join(lines))
     out.files.insert(0, out.report_md)
 
 
-__all__ = ["build_report", "ReportOutput", "ReportOptions"]
+__all__ = ["build_report", "ReportOutput", "ReportOptions", "DEFAULT_ROOTS"]

@@ -1,6 +1,7 @@
-"""Console entry points (Hydra apps, configs conf/report.yaml and conf/compare.yaml):
+"""Console entry points (Hydra apps; configs kalm_eval.conf: report.yaml and compare.yaml):
 
     kalm-eval-report  [results=DIR|[DIR,...]] [output_dir=DIR] [paper_version=v1] [paper_row=...] [compare_to=dataset|average]
+                      [cost_benchmark=FILE.json] [export=mteb]
     kalm-eval-compare baseline=DIR candidate=DIR [margin=0.01] [alpha=0.05] [test=randomization|bootstrap]
                       [n_resamples=10000] [seed=0] [allow_protocol_diff=[reranker.compression]]
 
@@ -15,13 +16,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from kalm_eval.storage import write_json_atomic
+from kalm_eval.storage import atomic_open, write_json_atomic
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
+CONF = "pkg://kalm_eval.conf"
 log = logging.getLogger("kalm_eval.report")
+FORMATS = ("md", "csv", "tex")
+EXPORTS = ("mteb",)
 
 
-def _paths(value) -> list[str]:
+def as_paths(value) -> list[str]:
     if value is None:
         return []
     if isinstance(value, (list, tuple, ListConfig)):
@@ -29,36 +32,65 @@ def _paths(value) -> list[str]:
     return [str(value)]
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report")
+@hydra.main(version_base="1.3", config_path=CONF, config_name="report")
 def report_main(cfg: DictConfig) -> None:
-    from kalm_eval.report.build import build_report
+    from kalm_eval.report.cost_benchmark import CostBenchmarkError
     from kalm_eval.report.paper import PaperSpecError
-    from kalm_eval.report.tables import ReportOptions
 
     try:
-        options = ReportOptions(paper_row=cfg.paper_row, paper_rows=dict(OmegaConf.to_container(cfg.paper_rows) if cfg.paper_rows else {}),
-                                compare_to=cfg.compare_to, columns=cfg.columns, measure=cfg.measure)
-        formats = tuple(_paths(cfg.formats))
-        bad = [f for f in formats if f not in ("md", "csv", "tex")]
-        if bad:
-            raise ValueError(f"formats must be among md, csv, tex; got {bad}")
-        out = build_report(_paths(cfg.results) or None, cfg.output_dir, paper_version=cfg.paper_version,
-                           paper_dir=cfg.paper_dir, options=options, formats=formats, plots=bool(cfg.plots))
-    except (PaperSpecError, ValueError) as err:
+        if cfg.get("export"):
+            export(cfg)
+            return
+        out = report(cfg)
+    except (PaperSpecError, CostBenchmarkError, ValueError) as err:
         log.error("%s", err)
         sys.exit(2)
-    for w in out.warnings:
-        log.warning("%s", w)
+    for warning in out.warnings:
+        log.warning("%s", warning)
     print(f"{len(out.records)} result record(s) -> {out.report_md}")
     for path in out.files[1:] + out.plots:
         print(f"  {path}")
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="compare")
+def report(cfg: DictConfig):
+    from kalm_eval.report.build import build_report
+    from kalm_eval.report.cost_benchmark import load_cost_benchmark
+    from kalm_eval.report.options import ReportOptions
+
+    paper_rows = OmegaConf.to_container(cfg.paper_rows) if cfg.paper_rows else {}
+    options = ReportOptions(paper_row=cfg.paper_row, paper_rows=dict(paper_rows), compare_to=cfg.compare_to,
+                            columns=cfg.columns, measure=cfg.measure)
+    formats = tuple(as_paths(cfg.formats))
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ValueError(f"formats must be among {', '.join(FORMATS)}; got {bad}")
+    benchmark = load_cost_benchmark(cfg.cost_benchmark) if cfg.get("cost_benchmark") else None
+    return build_report(as_paths(cfg.results) or None, cfg.output_dir, paper_version=cfg.paper_version,
+                        paper_dir=cfg.paper_dir, options=options, formats=formats, plots=bool(cfg.plots),
+                        cost_benchmark=benchmark)
+
+
+def export(cfg: DictConfig) -> None:
+    from kalm_eval.report.build import DEFAULT_ROOTS
+    from kalm_eval.report.mteb_export import export_mteb
+    from kalm_eval.result import discover
+
+    if cfg.export not in EXPORTS:
+        raise ValueError(f"export must be one of {', '.join(EXPORTS)}, got {cfg.export!r}")
+    roots = as_paths(cfg.results) or list(DEFAULT_ROOTS)
+    result = export_mteb(discover(roots).records, cfg.output_dir)
+    print(f"mteb export: {len(result.files) // 2} task file(s) -> {cfg.output_dir}")
+    for path in result.files:
+        print(f"  {path}")
+    for message in result.skipped:
+        print(f"  skipped: {message}")
+
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="compare")
 def compare_main(cfg: DictConfig) -> None:
-    from kalm_eval.report.compare import REFUSED, CompareOptions, compare_records, to_console, to_json, to_markdown
-    from kalm_eval.report.results import load_records
-    from kalm_eval.storage import atomic_open
+    from kalm_eval.report.compare import REFUSED, CompareOptions, compare_records
+    from kalm_eval.report.compare_render import to_console, to_json, to_markdown
+    from kalm_eval.result import discover
 
     missing = [k for k in ("baseline", "candidate") if OmegaConf.is_missing(cfg, k) or not cfg[k]]
     if missing:
@@ -68,23 +100,24 @@ def compare_main(cfg: DictConfig) -> None:
     try:
         options = CompareOptions(margin=float(cfg.margin), alpha=float(cfg.alpha), test=str(cfg.test),
                                  n_resamples=int(cfg.n_resamples), seed=int(cfg.seed), measure=str(cfg.measure),
-                                 stage=str(cfg.stage), allow_protocol_diff=tuple(_paths(cfg.allow_protocol_diff)),
+                                 stage=str(cfg.stage), allow_protocol_diff=tuple(as_paths(cfg.allow_protocol_diff)),
                                  require_all=bool(cfg.get("require_all", False)))
     except ValueError as err:
         log.error("%s", err)
         sys.exit(REFUSED)
-    baseline_roots, candidate_roots = _paths(cfg.baseline), _paths(cfg.candidate)
-    missing = [p for p in baseline_roots + candidate_roots if not Path(p).exists()]
-    if missing:
-        log.error("no such results directory: %s", ", ".join(missing))
+    baseline_roots, candidate_roots = as_paths(cfg.baseline), as_paths(cfg.candidate)
+    absent = [p for p in baseline_roots + candidate_roots if not Path(p).exists()]
+    if absent:
+        log.error("no such results directory: %s", ", ".join(absent))
         sys.exit(REFUSED)
-    result = compare_records(load_records(baseline_roots), load_records(candidate_roots), options)
+    result = compare_records(discover(baseline_roots).records, discover(candidate_roots).records, options)
     print(to_console(result))
     if cfg.output_dir:
         out_dir = Path(cfg.output_dir)
         with atomic_open(out_dir / "compare.md") as fh:
             fh.write(to_markdown(result, baseline_roots, candidate_roots))
-        write_json_atomic(out_dir / "compare.json", {**to_json(result), "baseline": baseline_roots, "candidate": candidate_roots})
+        write_json_atomic(out_dir / "compare.json", {**to_json(result), "baseline": baseline_roots,
+                                                     "candidate": candidate_roots})
         print(f"-> {out_dir / 'compare.md'}")
     sys.exit(result.exit_code)
 

@@ -1,4 +1,4 @@
-"""Published numbers as data: load and validate `results/paper/<version>/*.yaml`.
+"""Published numbers as data: load and validate the `kalm_eval.paper` package (results/paper/<version>/*.yaml).
 
 Three kinds of file (see results/paper/README.md):
 - `table`: one benchmark's results table (rows = systems, cells = dataset columns and/or `average`);
@@ -7,30 +7,33 @@ Three kinds of file (see results/paper/README.md):
 
 Values are stored as printed (`unit: points` = metric x 100); `PaperCell.fraction` converts. Every cell carries its
 tolerance (`tol`, in the unit of the file; `null` = display only). Versions live in separate directories and a
-`Paper` holds exactly one version, so v1 and v3 numbers can never be mixed in one table."""
+`Paper` holds exactly one version, so v1 and v3 numbers can never be mixed in one table. The files are read through
+importlib.resources, so an installed wheel finds them as well as a source checkout."""
 
 from __future__ import annotations
 
 import math
 import re
 from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-DEFAULT_PAPER_DIR = Path(__file__).resolve().parent.parent.parent / "results" / "paper"
+from kalm_eval.report.labels import HUB
+
 AVERAGE = "average"
+
+
+def paper_root(paper_dir: str | Path | None = None) -> Traversable:
+    """The published-numbers root: a given directory, else the shipped `kalm_eval.paper` package."""
+    return Path(paper_dir) if paper_dir else files("kalm_eval.paper")
 
 
 class PaperSpecError(ValueError):
     """A malformed published-numbers file."""
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    ok: float
-    okish_factor: float = 1.5
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ class PaperRow:
 
 @dataclass(frozen=True)
 class PaperTable:
-    path: Path
+    file: str  # "<version>/<name>.yaml"
     version: str
     paper_id: str
     source: str
@@ -93,7 +96,7 @@ class PaperTable:
 
     @property
     def citation(self) -> str:
-        return f"{self.paper_id}{self.version}, {self.path.name}"
+        return f"{self.paper_id}{self.version}, {self.file.rsplit('/', 1)[-1]}"
 
     def column_for(self, dataset: str) -> PaperColumn | None:
         """The suite column of one of our dataset names (`beir/scifact`), by id, name or alias."""
@@ -128,7 +131,7 @@ class PaperTable:
 
 @dataclass(frozen=True)
 class CostTable:
-    path: Path
+    file: str
     version: str
     source: str
     unit: str
@@ -149,7 +152,7 @@ class Figure:
 
 @dataclass(frozen=True)
 class FigureSet:
-    path: Path
+    file: str
     version: str
     source: str
     items: tuple[Figure, ...]
@@ -159,7 +162,7 @@ class FigureSet:
 @dataclass
 class Paper:
     version: str
-    directory: Path
+    directory: Traversable
     tables: dict[str, PaperTable] = field(default_factory=dict)  # benchmark -> table
     costs: list[CostTable] = field(default_factory=list)
     figures: list[FigureSet] = field(default_factory=list)
@@ -173,91 +176,86 @@ class Paper:
                 return cost.values[model], cost
         return None, None
 
-    def match_model(self, model) -> str | None:
-        """Paper row name for one of our models (a results.ModelInfo, or a raw identity dict), or None ("ours only").
-        Matches the pinned checkpoint: hub id equal and, when both sides state it, the same revision; a model with no
-        checkpoint at all matches on its config name (nano / small / large). Local weights (a new checkpoint), random
+    def match_model(self, checkpoint: str | None, revision: str | None = None, weights: str = HUB) -> str | None:
+        """Paper row name for one of our reranker models, or None ("ours only"). Matches the hub id of a row's
+        `match` entry and, when both sides state one, the same revision. Local weights (a new checkpoint), random
         test models and other repos (e.g. the later -R2 releases) never match."""
-        from kalm_eval.report.results import ModelInfo, model_info
-
-        if model is None:
+        if weights != HUB or not checkpoint:
             return None
-        info = model if isinstance(model, ModelInfo) else model_info(model)
-        if info.local or info.random:
-            return None
-        for table in self.tables.values():
-            for row in table.rows:
-                m = row.match
-                if not m or row.variant:
-                    continue
-                if info.checkpoint:
-                    if m.get("hf_id") and info.checkpoint == m["hf_id"]:
-                        if info.revision and m.get("revision") and info.revision != m["revision"]:
-                            return None
-                        return row.model
-                elif info.name and m.get("name") and info.name.lower() == str(m["name"]).lower():
-                    return row.model
+        for row in self._matchable_rows():
+            if row.match.get("hf_id") == checkpoint:
+                wanted = row.match.get("revision")
+                return row.model if not (wanted and revision and wanted != revision) else None
         return None
 
-    def match_first_stage(self, source: dict[str, Any] | None) -> str | None:
-        """Paper row name for a first-stage source (e.g. KaLM-Embedding-V2.5 when its model id matches)."""
-        if not source:
-            return None
-        model = _first(source, "model", "model_name", "hf_id", "system")
+    def match_first_stage(self, model: str | None) -> str | None:
+        """Paper row name for a first-stage retriever model (e.g. KaLM-Embedding-V2.5 when its model id matches)."""
         if not model:
             return None
-        for table in self.tables.values():
-            for row in table.rows:
-                want = row.match.get("first_stage_model")
-                if want and str(model).rstrip("/").endswith(want):
-                    return row.model
+        for row in self._matchable_rows():
+            wanted = row.match.get("first_stage_model")
+            if wanted and str(model).rstrip("/").endswith(wanted):
+                return row.model
         return None
+
+    def match_shape(self, shape: str | None) -> str | None:
+        """Paper row of a model shape name (nano / small / large: a row's `match.name`), for cost benchmarks."""
+        for row in self._matchable_rows():
+            if shape and str(row.match.get("name", "")).lower() == shape.lower():
+                return row.model
+        return None
+
+    def size_of(self, model: str | None) -> str | None:
+        """The printed parameter count of a paper row (e.g. 0.27B)."""
+        sizes = [row.size for table in self.tables.values() for row in table.rows if row.model == model and row.size]
+        return sizes[0] if sizes else None
+
+    def _matchable_rows(self):
+        for table in self.tables.values():
+            yield from (row for row in table.rows if row.match and not row.variant)
 
 
 def norm(text: Any) -> str:
     return re.sub(r"[^a-z0-9]", "", str(text).lower())
 
 
-def _first(d: dict, *keys):
-    for k in keys:
-        v = d.get(k)
-        if v not in (None, ""):
-            return v
-    return None
-
-
 def available_versions(paper_dir: str | Path | None = None) -> list[str]:
-    root = Path(paper_dir) if paper_dir else DEFAULT_PAPER_DIR
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.yaml"))) if root.is_dir() else []
+    root = paper_root(paper_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and any(f.name.endswith(".yaml") for f in p.iterdir()))
 
 
 def load_paper(version: str = "v1", paper_dir: str | Path | None = None) -> Paper:
-    root = Path(paper_dir) if paper_dir else DEFAULT_PAPER_DIR
+    root = paper_root(paper_dir)
     directory = root / version
     if not directory.is_dir():
         raise PaperSpecError(f"{directory}: no published numbers for paper version {version!r} "
-                             f"(available: {available_versions(root) or 'none'})")
+                             f"(available: {available_versions(paper_dir) or 'none'})")
     paper = Paper(version=version, directory=directory)
-    for path in sorted(directory.glob("*.yaml")):
-        spec = _read(path)
-        _check_version(path, spec, version)
-        kind = spec.get("kind")
-        if kind == "table":
-            table = _table(path, spec)
-            key = norm(table.benchmark)
-            if key in paper.tables:
-                raise PaperSpecError(f"{path}: second table for benchmark {table.benchmark!r} in {version}")
-            paper.tables[key] = table
-        elif kind == "cost":
-            paper.costs.append(_cost(path, spec))
-        elif kind == "figures":
-            paper.figures.append(_figures(path, spec))
-        else:
-            raise PaperSpecError(f"{path}: unknown kind {kind!r} (table | cost | figures)")
+    for item in sorted((p for p in directory.iterdir() if p.name.endswith(".yaml")), key=lambda p: p.name):
+        _add(paper, f"{version}/{item.name}", _read(item))
     return paper
 
 
-def _read(path: Path) -> dict:
+def _add(paper: Paper, where: str, spec: dict) -> None:
+    _check_version(where, spec, paper.version)
+    kind = spec.get("kind")
+    if kind == "table":
+        table = _table(where, spec)
+        key = norm(table.benchmark)
+        if key in paper.tables:
+            raise PaperSpecError(f"{where}: second table for benchmark {table.benchmark!r} in {paper.version}")
+        paper.tables[key] = table
+    elif kind == "cost":
+        paper.costs.append(_cost(where, spec))
+    elif kind == "figures":
+        paper.figures.append(_figures(where, spec))
+    else:
+        raise PaperSpecError(f"{where}: unknown kind {kind!r} (table | cost | figures)")
+
+
+def _read(path: Traversable) -> dict:
     try:
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
@@ -267,7 +265,7 @@ def _read(path: Path) -> dict:
     return spec
 
 
-def _check_version(path: Path, spec: dict, version: str) -> None:
+def _check_version(path: str, spec: dict, version: str) -> None:
     paper = spec.get("paper") or {}
     if paper.get("version") != version:
         raise PaperSpecError(f"{path}: paper.version is {paper.get('version')!r} but the file sits in {version}/")
@@ -275,7 +273,7 @@ def _check_version(path: Path, spec: dict, version: str) -> None:
         raise PaperSpecError(f"{path}: every published number needs a source")
 
 
-def _scale(unit: str, path: Path) -> float:
+def _scale(unit: str, path: str) -> float:
     scales = {"points": 100.0, "fraction": 1.0, "x": 1.0}
     if unit not in scales:
         raise PaperSpecError(f"{path}: unit must be one of {sorted(scales)}, got {unit!r}")
@@ -295,7 +293,7 @@ def _cell(raw: Any, *, where: str, scale: float, precision: int, okish: float) -
                      note=raw.get("note"))
 
 
-def _table(path: Path, spec: dict) -> PaperTable:
+def _table(path: str, spec: dict) -> PaperTable:
     for key in ("benchmark", "metric", "unit", "precision", "columns", "rows"):
         if key not in spec:
             raise PaperSpecError(f"{path}: missing {key!r}")
@@ -319,24 +317,26 @@ def _table(path: Path, spec: dict) -> PaperTable:
                              ratio=None if raw.get("ratio") is None else int(raw["ratio"]), size=raw.get("size"),
                              variant=raw.get("variant"), match=dict(raw.get("match") or {}), note=raw.get("note")))
     paper = spec["paper"]
-    return PaperTable(path=path, version=paper["version"], paper_id=str(paper.get("id", "")), source=" ".join(str(spec["source"]).split()),
-                      benchmark=spec["benchmark"], metric=spec["metric"], unit=spec["unit"], precision=int(spec["precision"]),
+    return PaperTable(file=path, version=paper["version"], paper_id=str(paper.get("id", "")),
+                      source=" ".join(str(spec["source"]).split()), benchmark=spec["benchmark"], metric=spec["metric"],
+                      unit=spec["unit"], precision=int(spec["precision"]),
                       ratio=None if spec.get("ratio") is None else int(spec["ratio"]), first_stage=spec.get("first_stage"),
                       columns=columns, rows=tuple(rows), notes=tuple(spec.get("notes") or ()))
 
 
-def _cost(path: Path, spec: dict) -> CostTable:
+def _cost(path: str, spec: dict) -> CostTable:
     scale = _scale(spec.get("unit", "x"), path)
     values = {}
     for i, raw in enumerate(spec.get("rows") or []):
         cell = (raw.get("cells") or {}).get("relative_online_cost")
-        values[raw["model"]] = _cell(cell, where=f"{path} row {i}", scale=scale, precision=int(spec.get("precision", 1)), okish=1.5)
-    return CostTable(path=path, version=spec["paper"]["version"], source=" ".join(str(spec["source"]).split()),
+        values[raw["model"]] = _cell(cell, where=f"{path} row {i}", scale=scale, precision=int(spec.get("precision", 1)),
+                                     okish=1.5)
+    return CostTable(file=path, version=spec["paper"]["version"], source=" ".join(str(spec["source"]).split()),
                      unit=spec.get("unit", "x"), ratio=spec.get("ratio"), values=values,
                      claims=tuple(spec.get("claims") or ()), notes=tuple(spec.get("notes") or ()))
 
 
-def _figures(path: Path, spec: dict) -> FigureSet:
+def _figures(path: str, spec: dict) -> FigureSet:
     items = []
     for i, raw in enumerate(spec.get("items") or []):
         where = f"{path} item {i}"
@@ -346,7 +346,7 @@ def _figures(path: Path, spec: dict) -> FigureSet:
         cell = _cell(raw, where=where, scale=_scale(raw["unit"], path), precision=int(raw.get("precision", 3)), okish=1.5)
         items.append(Figure(metric=raw["metric"], dataset=raw["dataset"], model=raw["model"],
                             ratio=raw.get("ratio"), cell=cell))
-    return FigureSet(path=path, version=spec["paper"]["version"], source=" ".join(str(spec["source"]).split()),
+    return FigureSet(file=path, version=spec["paper"]["version"], source=" ".join(str(spec["source"]).split()),
                      items=tuple(items), claims=tuple(spec.get("claims") or ()))
 
 

@@ -1,22 +1,20 @@
-"""PNG plots (matplotlib, Agg): nDCG@10 vs r per size, and quality vs online latency (Pareto), per benchmark."""
+"""PNG plots (matplotlib, Agg), per benchmark: nDCG@10 vs r per model, quality vs online latency (Pareto), and
+ROC-AUC vs r per model. Each takes the rows its table is built from (sweep_table / latency_table / roc_table)."""
 
 from __future__ import annotations
 
-import logging
 import math
 import os
-import statistics
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 
-from kalm_eval.report.results import MAIN_MEASURE, ResultRecord
-from kalm_eval.report.tables import label_conditions, reranked_condition
+import pandas as pd
 
-log = logging.getLogger(__name__)
+from kalm_eval.report.aggregate import NAME_ORDER, is_missing
+from kalm_eval.report.paper import Paper
 
 
-def _plt():
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -25,8 +23,8 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
-    """Atomic: render to a temp file in the target folder, then rename."""
+def save(fig, path: Path) -> Path:
+    """Atomic: render to a temporary file in the target folder, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(fd)
@@ -35,88 +33,72 @@ def _save(fig, path: Path) -> Path:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
-        _plt().close(fig)
+        _pyplot().close(fig)
     return path
 
 
-def _reranked(records: list[ResultRecord], bench: str) -> list[ResultRecord]:
-    return [r for r in records if r.benchmark == bench and r.reranked and r.stage("reranked")
-            and r.value("reranked") is not None and r.ratio is not None]
+def series_labels(rows: pd.DataFrame) -> pd.Series:
+    """The model label, plus the first stage and the rerank depth when the plotted rows mix them."""
+    labels = rows["label"].astype(str)
+    if rows["first_stage"].nunique() > 1:
+        labels = labels + " (" + rows["first_stage"].astype(str) + ")"
+    if rows["rerank_depth"].nunique() > 1:
+        labels = labels + " top-" + rows["rerank_depth"].astype(str)
+    return labels
 
 
-def _labels(recs: list[ResultRecord]) -> dict[Path, str]:
-    conds = {r.path: reranked_condition(r) for r in recs}
-    labels = label_conditions(list(set(conds.values())))
-    fs_labels = {c.first_stage for c in conds.values()}
-    out = {}
-    for p, c in conds.items():
-        lab = labels[c]
-        if len(fs_labels) > 1:
-            lab += f" ({c.first_stage})"
-        if len({cc.depth for cc in conds.values()}) > 1:
-            lab += f" top-{c.depth}"
-        out[p] = lab
-    return out
-
-
-def _label_key(label: str) -> tuple:
-    order = ("tiny", "nano", "small", "large")
+def label_key(label: str) -> tuple:
     head = label.split(" ", 1)[0].lower()
-    return (order.index(head) if head in order else len(order), label)
+    return (NAME_ORDER.index(head) if head in NAME_ORDER else len(NAME_ORDER), label)
 
 
-def plot_ndcg_vs_r(records: list[ResultRecord], bench: str, out_dir: Path, measure: str = MAIN_MEASURE) -> Path | None:
-    recs = _reranked(records, bench)
-    if not recs:
-        return None
-    labels = _labels(recs)
-    datasets = sorted({r.dataset for r in recs})
-    series: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))  # dataset -> label -> r -> v
-    first_stage: dict[str, dict[str, float]] = defaultdict(dict)  # dataset -> fs label -> value
-    for r in sorted(recs, key=lambda r: r.finished_at):
-        series[r.dataset][labels[r.path]][r.ratio] = r.value("reranked", measure)
-        fs = r.value("first_stage", measure)
-        if fs is not None:
-            first_stage[r.dataset][r.first_stage_label] = fs
-    panels = list(datasets)
-    if len(datasets) > 1:  # mean over datasets where a (label, r) exists everywhere
-        mean: dict[str, dict[int, float]] = defaultdict(dict)
-        for lab in {lab for ds in datasets for lab in series[ds]}:
-            ratios = set.intersection(*(set(series[ds].get(lab, {})) for ds in datasets))
-            for ratio in ratios:
-                mean[lab][ratio] = statistics.fmean(series[ds][lab][ratio] for ds in datasets)
-        if mean:
-            series[f"mean of {len(datasets)}"] = mean
-            fs_common = set.intersection(*(set(first_stage[ds]) for ds in datasets))
-            first_stage[f"mean of {len(datasets)}"] = {f: statistics.fmean(first_stage[ds][f] for ds in datasets) for f in fs_common}
-            panels.append(f"mean of {len(datasets)}")
-
-    plt = _plt()
-    n = len(panels)
-    cols = min(3, n)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.0 * cols, 3.8 * rows), squeeze=False)
-    all_ratios = sorted({r.ratio for r in recs})
-    for ax, panel in zip(axes.flat, panels):
-        for lab in sorted(series[panel], key=_label_key):
-            pts = sorted(series[panel][lab].items())
-            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=lab)
-        for fs_label, v in sorted(first_stage.get(panel, {}).items()):
-            ax.axhline(100 * v, linestyle="--", linewidth=1, color="grey")
-            ax.annotate(f"first stage: {fs_label}", (all_ratios[0], 100 * v), fontsize=7, color="grey",
-                        xytext=(2, 2), textcoords="offset points")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(all_ratios)
-        ax.set_xticklabels([str(x) for x in all_ratios])
-        ax.set_title(panel, fontsize=10)
-        ax.set_xlabel("compression ratio r")
-        ax.set_ylabel(f"{measure} ×100")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[n:]:
+def _grid(plt, panels: int):
+    cols = min(3, panels)
+    fig, axes = plt.subplots(math.ceil(panels / cols), cols, figsize=(5.0 * cols, 3.8 * math.ceil(panels / cols)),
+                             squeeze=False)
+    for ax in list(axes.flat)[panels:]:
         ax.axis("off")
-    fig.suptitle(f"{bench.upper()}: {measure} vs compression ratio r, per model size")
-    return _save(fig, out_dir / f"ndcg_vs_r.{bench}.png")
+    return fig, list(axes.flat)[:panels]
+
+
+def _ratio_axis(ax, ratios: list[int]) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ratios)
+    ax.set_xticklabels([str(r) for r in ratios])
+    ax.set_xlabel("compression ratio r")
+    ax.grid(alpha=0.3)
+
+
+def plot_ndcg_vs_r(sweep: pd.DataFrame, bench: str, out_dir: Path, measure: str) -> Path | None:
+    """One panel per dataset (plus the mean over datasets where a (model, r) exists everywhere); first stage dashed."""
+    rows = sweep[sweep["benchmark"] == bench].assign(series=lambda f: series_labels(f))
+    if rows.empty:
+        return None
+    panels = {unit: group for unit, group in rows.groupby("unit")}
+    if len(panels) > 1:
+        wide = rows.pivot_table(index=["series", "compression"], columns="unit", values="value", aggfunc="first").dropna()
+        if len(wide):
+            mean = wide.mean(axis=1).rename("value").reset_index()
+            mean["first_value"] = rows.groupby("unit")["first_value"].first().mean()
+            panels[f"mean of {len(wide.columns)}"] = mean.assign(first_stage=rows["first_stage"].iloc[0])
+    plt = _pyplot()
+    fig, axes = _grid(plt, len(panels))
+    ratios = sorted(int(r) for r in rows["compression"].unique())
+    for ax, (panel, group) in zip(axes, panels.items()):
+        for series in sorted(group["series"].unique(), key=label_key):
+            points = group[group["series"] == series].sort_values("compression")
+            ax.plot(points["compression"].astype(int), 100 * points["value"], marker="o", label=series)
+        first = group["first_value"].dropna()
+        if len(first):
+            ax.axhline(100 * first.iloc[0], linestyle="--", linewidth=1, color="grey")
+            ax.annotate(f"first stage: {group['first_stage'].iloc[0]}", (ratios[0], 100 * first.iloc[0]), fontsize=7,
+                        color="grey", xytext=(2, 2), textcoords="offset points")
+        _ratio_axis(ax, ratios)
+        ax.set_title(panel, fontsize=10)
+        ax.set_ylabel(f"{measure} ×100")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{bench.upper()}: {measure} vs compression ratio r, per model")
+    return save(fig, out_dir / f"ndcg_vs_r.{bench}.png")
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -130,54 +112,83 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def plot_pareto(records: list[ResultRecord], bench: str, out_dir: Path, measure: str = MAIN_MEASURE) -> tuple[Path | None, str]:
-    """Quality vs warm online latency (ms/pair p50). Points are (size, r), averaged over the datasets that every
-    plotted point has; records without a warm latency phase are left out. Returns (path or None, note)."""
-    recs = [r for r in _reranked(records, bench) if r.latency.ms_per_pair_p50]
-    if not recs:
-        return None, f"{bench}: no warm latency (timings.latency.ms_per_pair_p50) recorded; Pareto plot skipped"
-    labels = _labels(recs)
-    cells: dict[tuple[str, int], dict[str, ResultRecord]] = defaultdict(dict)
-    for r in sorted(recs, key=lambda r: r.finished_at):
-        cells[(labels[r.path], r.ratio)][r.dataset] = r
-    common = set.intersection(*(set(v) for v in cells.values()))
-    if not common:
-        # no dataset shared by all points: plot the dataset with the most points
-        counts = defaultdict(int)
-        for v in cells.values():
-            for ds in v:
-                counts[ds] += 1
-        best = max(sorted(counts), key=lambda ds: counts[ds])
-        cells = {k: {best: v[best]} for k, v in cells.items() if best in v}
-        common = {best}
-    keys = sorted(cells, key=lambda k: (k[0], k[1]))
-    xs = [statistics.fmean(cells[k][ds].latency.ms_per_pair_p50 for ds in common) for k in keys]
-    ys = [100 * statistics.fmean(cells[k][ds].value("reranked", measure) for ds in common) for k in keys]
-    devices = sorted({f"{cells[k][ds].latency.device or '?'} {cells[k][ds].latency.dtype or '?'}" for k in keys for ds in common})
+def pareto_points(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """(model, r) points averaged over the datasets every point has (else the dataset with the most points)."""
+    wide = rows.pivot_table(index=["series", "r", "hardware"], columns="unit", values=["value", "latency_p50"],
+                            aggfunc="first")
+    complete = [u for u in wide["value"].columns if wide["value"][u].notna().all()]
+    if not complete:
+        counts = wide["value"].notna().sum()
+        complete = [counts.idxmax()]
+        wide = wide[wide["value"][complete[0]].notna()]
+    points = pd.DataFrame({"x": wide["latency_p50"][complete].mean(axis=1),
+                           "y": 100 * wide["value"][complete].mean(axis=1)}).reset_index()
+    return points, complete
 
-    plt = _plt()
+
+def plot_pareto(latency: pd.DataFrame, bench: str, out_dir: Path, measure: str) -> tuple[Path | None, str]:
+    """Quality vs warm online latency (ms/pair p50); records without a warm latency phase are left out."""
+    rows = latency[(latency["benchmark"] == bench)]
+    timed = rows[rows["latency_p50"].notna()].copy()
+    if timed.empty:
+        return None, f"{bench}: no warm latency (timings.latency.ms_per_pair_p50) recorded; Pareto plot skipped"
+    timed["series"] = series_labels(timed)
+    timed["hardware"] = timed["latency_device"].fillna("?").astype(str) + " " + timed["latency_dtype"].fillna("?").astype(str)
+    points, units = pareto_points(timed)
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    hardware = {k: " / ".join(sorted({f"{cells[k][ds].latency.device or '?'} {cells[k][ds].latency.dtype or '?'}" for ds in common}))
-                for k in keys}
-    markers = {hw: m for hw, m in zip(sorted(set(hardware.values())), "osD^vP*X")}
-    by_model = defaultdict(list)
-    for i, k in enumerate(keys):
-        by_model[(k[0], hardware[k])].append(i)
-    for (lab, hw), idx in sorted(by_model.items(), key=lambda kv: _label_key(kv[0][0]) + (kv[0][1],)):
-        name = lab if len(markers) == 1 else f"{lab} ({hw})"
-        ax.scatter([xs[i] for i in idx], [ys[i] for i in idx], label=name, marker=markers[hw], zorder=3)
-        for i in idx:
-            ax.annotate(f"r={keys[i][1]}", (xs[i], ys[i]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    front = pareto_front(list(zip(xs, ys)))
-    ax.step([xs[i] for i in front], [ys[i] for i in front], where="post", color="black", linewidth=1, alpha=0.6,
+    markers = {hw: m for hw, m in zip(sorted(points["hardware"].unique()), "osD^vP*X")}
+    for (series, hardware), group in sorted(points.groupby(["series", "hardware"]), key=lambda kv: label_key(kv[0][0])):
+        name = series if len(markers) == 1 else f"{series} ({hardware})"
+        ax.scatter(group["x"], group["y"], label=name, marker=markers[hardware], zorder=3)
+        for _, p in group[group["r"] != "–"].iterrows():  # "–": a family without MEP has no r to print
+            ax.annotate(f"r={p['r']}", (p["x"], p["y"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    front = pareto_front(list(zip(points["x"], points["y"])))
+    ax.step(points["x"].iloc[front], points["y"].iloc[front], where="post", color="black", linewidth=1, alpha=0.6,
             label="Pareto front", zorder=2)
     ax.set_xscale("log")
     ax.set_xlabel("online latency, ms per (query, passage) pair, p50 (warm)")
     ax.set_ylabel(f"{measure} ×100")
-    ds_note = ", ".join(sorted(common)) if len(common) <= 4 else f"{len(common)} datasets"
-    ax.set_title(f"{bench.upper()}: quality vs online latency ({ds_note}; {'; '.join(devices)})", fontsize=9)
+    shown = ", ".join(units) if len(units) <= 4 else f"{len(units)} datasets"
+    ax.set_title(f"{bench.upper()}: quality vs online latency ({shown}; {'; '.join(markers)})", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    skipped = len(_reranked(records, bench)) - len(recs)
-    note = f"{bench}: Pareto over {len(keys)} points on {ds_note}" + (f"; {skipped} record(s) without warm latency left out" if skipped else "")
-    return _save(fig, out_dir / f"pareto.{bench}.png"), note
+    skipped = len(rows) - len(timed)
+    note = f"{bench}: Pareto over {len(points)} points on {shown}" + (
+        f"; {skipped} record(s) without warm latency left out" if skipped else "")
+    return save(fig, out_dir / f"pareto.{bench}.png"), note
+
+
+def plot_roc_auc(roc: pd.DataFrame, out_dir: Path, paper: Paper | None) -> Path | None:
+    """ROC-AUC vs r per model and dataset: pooled (solid), per-query mean (dashed), the paper's figures (crosses)."""
+    rows = roc[roc["compression"].notna() & roc["cascade"].isna()]
+    if rows.empty:
+        return None
+    rows = rows.assign(series=series_labels(rows))
+    plt = _pyplot()
+    fig, axes = _grid(plt, rows["unit"].nunique())
+    ratios = sorted(int(r) for r in rows["compression"].unique())
+    for ax, (unit, group) in zip(axes, rows.groupby("unit")):
+        for series in sorted(group["series"].unique(), key=label_key):
+            points = group[group["series"] == series].sort_values("compression")
+            line, = ax.plot(points["compression"].astype(int), points["roc_auc"], marker="o", label=f"{series} pooled")
+            if points["roc_auc_query_mean"].notna().any():
+                ax.plot(points["compression"].astype(int), points["roc_auc_query_mean"], marker=".", linestyle="--",
+                        color=line.get_color(), label=f"{series} per-query mean")
+        _paper_points(ax, paper, unit)
+        _ratio_axis(ax, ratios)
+        ax.set_title(unit, fontsize=10)
+        ax.set_ylabel("ROC-AUC")
+        ax.legend(fontsize=6)
+    fig.suptitle("ROC-AUC vs compression ratio r (pooled over reranked pairs; per-query mean dashed)")
+    return save(fig, out_dir / "roc_auc_vs_r.png")
+
+
+def _paper_points(ax, paper: Paper | None, unit: str) -> None:
+    items = [f for fs in (paper.figures if paper else []) for f in fs.items if f.metric == "ROC-AUC" and f.dataset == unit]
+    for model in sorted({f.model for f in items}):
+        mine = sorted((f for f in items if f.model == model and not is_missing(f.ratio)), key=lambda f: f.ratio)
+        ax.scatter([f.ratio for f in mine], [f.cell.value for f in mine], marker="x", color="black", zorder=4)
+        for f in mine:
+            ax.annotate(f"paper {model.rsplit('-', 1)[-1]}", (f.ratio, f.cell.value), fontsize=6, xytext=(3, -8),
+                        textcoords="offset points")

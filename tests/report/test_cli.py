@@ -40,7 +40,9 @@ def test_compare_exit_codes(monkeypatch, gate_dirs, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "FAIL (regression)" in text and "REGRESSION" in text
     md = (out / "compare.md").read_text()
-    assert md.startswith("# Regression gate: FAIL") and "| beir/scifact | reranked | 300 |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| beir/scifact"))
+    assert md.startswith("# Regression gate: FAIL") and [c.strip() for c in row.strip("|").split("|")][:3] == \
+        ["beir/scifact", "reranked", "300"]
     assert json.loads((out / "compare.json").read_text())["datasets"][0]["regression"] is True
 
     assert run_inprocess(monkeypatch, compare_main, f"baseline={d['base']}", f"candidate={d['rerun']}", "output_dir=null") == 0
@@ -76,3 +78,19 @@ def test_report_in_process_with_paper_rows(monkeypatch, tmp_path):
                                       "paper_rows={tiny:KaLM-Reranker-V1-Small}", "compare_to=average", "plots=false"])
     report_main()
     assert "tiny → KaLM-Reranker-V1-Small (chosen)" in (out / "paper_table.beir.md").read_text()
+
+
+def test_report_with_cost_benchmark_and_argument_errors(monkeypatch, tmp_path):
+    from .test_roc_cascade_cost import cost_file
+
+    write_record(tmp_path / "res/n", model="nano", ratio=4)
+    out = tmp_path / "rep"
+    common = [f"results={tmp_path / 'res'}", f"output_dir={out}", "plots=false", "formats=[md]"]
+    monkeypatch.setattr(sys, "argv", ["kalm-eval-report", *common, f"cost_benchmark={cost_file(tmp_path)}"])
+    report_main()
+    assert "1.00x (NVIDIA H200, bfloat16)" in (out / "latency.md").read_text()
+    broken = tmp_path / "broken.json"
+    broken.write_text("{}")
+    assert run_inprocess(monkeypatch, report_main, *common, f"cost_benchmark={broken}") == 2
+    assert run_inprocess(monkeypatch, report_main, *common, "export=parquet") == 2
+    assert run_inprocess(monkeypatch, report_main, *common, "paper_row=No-Such-Row") == 2

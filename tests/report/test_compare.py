@@ -1,4 +1,5 @@
-"""Regression gate: paired tests checked against scipy, Holm against a hand example, planted effects, protocol refusals."""
+"""Regression gate: paired tests checked against hand-computed and independent references, Holm against a hand example,
+planted effects, protocol refusals."""
 
 from __future__ import annotations
 
@@ -6,11 +7,17 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from kalm_eval.report.compare import (PASS, REFUSED, REGRESSION, CompareOptions, bootstrap_ci, bootstrap_test,
-                                      compare_records, holm, protocol_differences, randomization_test, to_markdown)
-from kalm_eval.report.results import load_records
+from kalm_eval.report.compare import PASS, REFUSED, REGRESSION, CompareOptions, compare_records
+from kalm_eval.report.compare_render import to_markdown
+from kalm_eval.report.protocol import protocol_differences
+from kalm_eval.report.stats import bootstrap_ci, bootstrap_test, holm, randomization_test, stratified_test
+from kalm_eval.result import discover
 
 from .conftest import synthetic_values, write_record
+
+
+def records(path):
+    return discover(path).records
 
 
 def _scipy_paired_p(x, y, n_resamples, seed=0):
@@ -34,24 +41,53 @@ def test_randomization_p_equals_scipy_exact():
     assert ours == pytest.approx(2 * 64 / 4096, abs=1e-12)
 
 
-def test_randomization_p_close_to_scipy_randomised():
+def _hand_sign_flip_p(d, n_resamples, seed):
+    """An independent Monte Carlo sign-flip test: the two-sided p as scipy defines it (+1 for random resamples)."""
+    rng = np.random.default_rng(seed)
+    null = (rng.choice([-1.0, 1.0], size=(n_resamples, d.size)) * d).mean(axis=1)
+    obs = d.mean()
+    less = (np.count_nonzero(null <= obs) + 1) / (n_resamples + 1)
+    greater = (np.count_nonzero(null >= obs) + 1) / (n_resamples + 1)
+    return min(1.0, 2 * min(less, greater))
+
+
+def test_randomization_p_agrees_within_monte_carlo_error():
     rng = np.random.default_rng(3)
     base = rng.uniform(0, 1, 300)
     cand = np.clip(base + rng.normal(-0.01, 0.1, 300), 0, 1)
     ours = randomization_test(cand - base, n_resamples=20000, seed=0)
-    theirs = _scipy_paired_p(cand, base, n_resamples=20000, seed=1)
-    assert abs(ours - theirs) < 0.02, (ours, theirs)
+    theirs = _hand_sign_flip_p(cand - base, n_resamples=20000, seed=1)
+    mc_error = 4 * np.sqrt(ours * (1 - ours) / 20000)  # 4 standard errors of a Monte Carlo p at B = 20000
+    assert abs(ours - theirs) < 2 * mc_error, (ours, theirs, mc_error)
     assert 0.01 < ours < 0.9  # a genuinely intermediate example
+    assert ours == randomization_test(cand - base, n_resamples=20000, seed=0)  # seeded: reproducible
 
 
 def test_bootstrap_ci_and_p():
     rng = np.random.default_rng(5)
     d = rng.normal(-0.02, 0.08, 300)
     lo, hi = bootstrap_ci(d, n_resamples=20000, seed=0)
-    ref = stats.bootstrap((d,), np.mean, n_resamples=20000, method="percentile", rng=0).confidence_interval
-    assert abs(lo - ref.low) < 2e-3 and abs(hi - ref.high) < 2e-3
+    half = 1.96 * d.std(ddof=1) / np.sqrt(d.size)  # the normal-theory interval the percentile CI approximates
+    assert lo < d.mean() < hi
+    assert abs((hi - lo) / 2 - half) < 0.1 * half and abs((lo + hi) / 2 - d.mean()) < 0.2 * half
     assert bootstrap_test(d, 10000) < 0.001
     assert bootstrap_test(np.zeros(300)) == 1.0 and randomization_test(np.zeros(300)) == 1.0
+    assert bootstrap_ci(np.full(10, 0.25)) == (0.25, 0.25)
+    # a mean difference of about one standard error: p near the normal-theory 0.32, within Monte Carlo error
+    e = rng.normal(0, 1, 400)
+    e = (e - e.mean()) / e.std(ddof=1) + 1.0 / np.sqrt(400) * 1.0
+    p = bootstrap_test(e / 10, 20000, seed=2)
+    assert abs(p - 0.317) < 0.03, p
+
+
+def test_stratified_test_reduces_to_the_single_dataset_test():
+    rng = np.random.default_rng(8)
+    d = rng.normal(-0.01, 0.1, 200)
+    single = randomization_test(d, n_resamples=20000, seed=0)
+    strat = stratified_test([d], "randomization", n_resamples=20000, seed=0)
+    assert abs(single - strat) < 4 * np.sqrt(single * (1 - single) / 20000) * 2
+    assert stratified_test([np.zeros(5), np.zeros(7)], "bootstrap") == 1.0
+    assert np.isnan(stratified_test([], "bootstrap"))
 
 
 def test_holm_hand_example():
@@ -75,7 +111,7 @@ def planted(n=300, drop=0.02, noise=0.15, seed=0):
 def _gate(tmp_path, base_vals, cand_vals, *, opts=None, **kw):
     b = write_record(tmp_path / "base", values=base_vals, n_queries=len(base_vals), **kw)
     c = write_record(tmp_path / "cand", values=cand_vals, n_queries=len(cand_vals), **kw)
-    return compare_records(load_records(b), load_records(c), opts or CompareOptions())
+    return compare_records(records(b), records(c), opts or CompareOptions())
 
 
 def test_planted_drop_is_flagged_and_identical_rerun_passes(tmp_path):
@@ -112,12 +148,12 @@ def test_holm_across_datasets_flags_only_the_planted_one(tmp_path):
         base, cand = planted(drop=0.02 if ds == "beir/nfcorpus" else 0.0, seed=i)
         write_record(base_dir / ds.replace("/", "__"), dataset=ds, values=base)
         write_record(cand_dir / ds.replace("/", "__"), dataset=ds, values=cand)
-    res = compare_records(load_records(base_dir), load_records(cand_dir), CompareOptions())
+    res = compare_records(records(base_dir), records(cand_dir), CompareOptions())
     flagged = {r.dataset for r in res.rows if r.regression}
     assert flagged == {"beir/nfcorpus"} and res.exit_code == REGRESSION
     assert all(r.p_holm >= r.p for r in res.rows)
     (avg,) = res.averages
-    assert avg["delta"] == pytest.approx(-0.02 / 3) and not avg["regression"]
+    assert avg.delta == pytest.approx(-0.02 / 3) and not avg.regression
 
 
 def test_average_gate_catches_a_spread_out_drop(tmp_path):
@@ -130,10 +166,10 @@ def test_average_gate_catches_a_spread_out_drop(tmp_path):
         eps = (eps - eps.mean()) / eps.std() * 0.095
         write_record(base_dir / f"d{i}", dataset=f"beir/d{i}", values=base)
         write_record(cand_dir / f"d{i}", dataset=f"beir/d{i}", values=base - 0.012 + eps)
-    res = compare_records(load_records(base_dir), load_records(cand_dir), CompareOptions())
+    res = compare_records(records(base_dir), records(cand_dir), CompareOptions())
     assert not any(r.regression for r in res.rows), [(r.p, r.p_holm) for r in res.rows]
     (avg,) = res.averages
-    assert avg["delta"] == pytest.approx(-0.012) and avg["p"] < 0.01 and avg["regression"]
+    assert avg.delta == pytest.approx(-0.012) and avg.p < 0.01 and avg.regression
     assert res.exit_code == REGRESSION
 
 
@@ -150,7 +186,7 @@ def test_protocol_mismatch_is_refused_and_named(tmp_path, change, named):
     b = write_record(tmp_path / "b", values=base)
     kw = {"values": base, **change}
     c = write_record(tmp_path / "c", **kw)
-    res = compare_records(load_records(b), load_records(c), CompareOptions())
+    res = compare_records(records(b), records(c), CompareOptions())
     assert res.exit_code == REFUSED and not res.rows
     assert named in "\n".join(res.refused)
     assert "Refused" in to_markdown(res, [str(b)], [str(c)])
@@ -160,10 +196,10 @@ def test_different_model_is_allowed_and_ratio_diff_can_be_allowed(tmp_path):
     base, cand = planted(drop=0.0)
     b = write_record(tmp_path / "b", model="nano", values=base)
     c = write_record(tmp_path / "c", model="mycheckpoint", values=cand)
-    assert compare_records(load_records(b), load_records(c), CompareOptions()).exit_code == PASS
+    assert compare_records(records(b), records(c), CompareOptions()).exit_code == PASS
     c8 = write_record(tmp_path / "c8", model="nano", ratio=8, values=cand)
     opts = CompareOptions(allow_protocol_diff=("reranker.compression",))
-    assert compare_records(load_records(b), load_records(c8), opts).exit_code == PASS
+    assert compare_records(records(b), records(c8), opts).exit_code == PASS
 
 
 def test_missing_datasets_warn_or_refuse(tmp_path):
@@ -171,7 +207,7 @@ def test_missing_datasets_warn_or_refuse(tmp_path):
     for ds in ("beir/scifact", "beir/nfcorpus"):
         write_record(tmp_path / "b" / ds.replace("/", "__"), dataset=ds, values=base)
     write_record(tmp_path / "c" / "scifact", dataset="beir/scifact", values=cand)
-    b, c = load_records(tmp_path / "b"), load_records(tmp_path / "c")
+    b, c = records(tmp_path / "b"), records(tmp_path / "c")
     res = compare_records(b, c, CompareOptions())
     assert res.exit_code == PASS and res.warnings == ["beir/nfcorpus: only in baseline, not compared"]
     res = compare_records(b, c, CompareOptions(require_all=True))
@@ -181,7 +217,7 @@ def test_missing_datasets_warn_or_refuse(tmp_path):
 def test_query_sets_must_match(tmp_path):
     b = write_record(tmp_path / "b", n_queries=10, values=np.full(10, 0.5))
     c = write_record(tmp_path / "c", query_ids=[f"x{i}" for i in range(10)], values=np.full(10, 0.5))
-    res = compare_records(load_records(b), load_records(c), CompareOptions())
+    res = compare_records(records(b), records(c), CompareOptions())
     assert res.exit_code == REFUSED and "query sets differ" in res.refused[0]
 
 
@@ -192,12 +228,12 @@ def test_sweeps_pair_by_protocol(tmp_path):
             if side == "c" and r == 32:
                 vals = vals - 0.03
             write_record(tmp_path / side / f"r{r}", model="nano", ratio=r, values=vals)
-    res = compare_records(load_records(tmp_path / "b"), load_records(tmp_path / "c"), CompareOptions())
+    res = compare_records(records(tmp_path / "b"), records(tmp_path / "c"), CompareOptions())
     assert sorted(r.label for r in res.rows) == ["beir/scifact r=1", "beir/scifact r=32", "beir/scifact r=4"]
     assert {r.label for r in res.rows if r.regression} == {"beir/scifact r=32"}
     # a ratio with no partner on the other side is refused, naming the closest record's difference
     write_record(tmp_path / "b" / "r8", model="nano", ratio=8)
-    res = compare_records(load_records(tmp_path / "b"), load_records(tmp_path / "c"), CompareOptions())
+    res = compare_records(records(tmp_path / "b"), records(tmp_path / "c"), CompareOptions())
     assert res.exit_code == REFUSED and "reranker.compression" in res.refused[0]
 
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kalm_eval.report.paper import (AVERAGE, DEFAULT_PAPER_DIR, FAIL, OK, OKISH, PaperCell, PaperSpecError, available_versions,
-                                    load_paper, verdict)
-from kalm_eval.report.results import model_info
-
-from .conftest import model_identity
+from kalm_eval.report.labels import LOCAL, RANDOM
+from kalm_eval.report.paper import (AVERAGE, FAIL, OK, OKISH, PaperCell, PaperSpecError, available_versions, load_paper,
+                                    paper_root, verdict)
 
 
 def avg(paper, bench, model, ratio=None):
@@ -21,7 +19,7 @@ def test_versions_are_kept_apart():
     v1, v3 = load_paper("v1"), load_paper("v3")
     for paper in (v1, v3):
         for table in paper.tables.values():
-            assert table.version == paper.version and table.path.parent.name == paper.version
+            assert table.version == paper.version and table.file.startswith(f"{paper.version}/")
             assert table.source
     assert avg(v1, "beir", "KaLM-Reranker-V1-Nano") == 57.41
     assert avg(v3, "beir", "KaLM-Reranker-V1-Nano", 4) == 58.54
@@ -81,27 +79,45 @@ def test_display_only_cell_has_no_verdict():
     assert verdict(0.5, PaperCell(1.0, 1.0, 1, None, 1.5))[1] is None
 
 
+NANO, NANO_REV = "KaLM-Embedding/KaLM-Reranker-V1-Nano", "1d3dcd79115a77b91b2ece798f536880d2115e48"
+
+
 def test_model_matching():
     p = load_paper("v1")
-    assert p.match_model(model_info(model_identity("nano"))) == "KaLM-Reranker-V1-Nano"
-    assert p.match_model(model_info(model_identity("large"))) == "KaLM-Reranker-V1-Large"
-    assert p.match_model(model_info(model_identity("tiny"))) is None  # random test model
-    assert p.match_model(model_info(model_identity("mine"))) is None  # local checkpoint
-    # a local directory loaded under the nano config: hf id kept, but the weights are not the paper's
-    local = model_identity("nano")
-    local["model"]["weights_fingerprint"] = "sha256:" + "0" * 64
-    assert p.match_model(model_info(local)) is None
-    assert p.match_model({"name": "nano"}) == "KaLM-Reranker-V1-Nano"  # flat identity, no checkpoint
-    assert p.match_model({"name": "small", "path": "/ckpt/new"}) is None
-    assert p.match_model({"checkpoint": "KaLM-Embedding/KaLM-Reranker-V1-Nano", "revision": "deadbeef"}) is None
-    assert p.match_model({"checkpoint": "KaLM-Embedding/KaLM-Reranker-V1-Small-R2"}) is None
+    assert p.match_model(NANO, NANO_REV) == "KaLM-Reranker-V1-Nano"
+    assert p.match_model(NANO) == "KaLM-Reranker-V1-Nano"  # no revision stated: the hub id decides
+    assert p.match_model("KaLM-Embedding/KaLM-Reranker-V1-Large", "bc5cb8fe5a266b6d0b5ffdb9da4c06c950ae242f") \
+        == "KaLM-Reranker-V1-Large"
+    assert p.match_model(NANO, "deadbeef") is None  # another revision of the repo
+    assert p.match_model("KaLM-Embedding/KaLM-Reranker-V1-Small-R2") is None  # the later release
+    # a local directory loaded under the nano config keeps the hub id, but the weights are not the paper's
+    assert p.match_model(NANO, None, LOCAL) is None
+    assert p.match_model("random:tiny", None, RANDOM) is None and p.match_model(None) is None
+
+
+def test_baseline_rows_match_by_hub_id():
+    """Baseline-family records match their paper rows (any revision: the paper pins none)."""
+    v1 = load_paper("v1")
+    expected = {"Qwen/Qwen3-Reranker-0.6B": "Qwen3-Reranker-0.6B", "Qwen/Qwen3-Reranker-4B": "Qwen3-Reranker-4B",
+                "Qwen/Qwen3-Reranker-8B": "Qwen3-Reranker-8B", "BAAI/bge-reranker-v2-gemma": "bge-reranker-v2-gemma",
+                "Alibaba-NLP/gte-multilingual-reranker-base": "gte-reranker-base",
+                "jinaai/jina-reranker-v2-base-multilingual": "jina-reranker-v2"}
+    for hub_id, row in expected.items():
+        assert v1.match_model(hub_id, "any-revision") == row
+    assert v1.size_of("Qwen3-Reranker-4B") == "4B" and v1.size_of("bge-reranker-v2-gemma") == "2.5B"
+    assert v1.match_shape("small") == "KaLM-Reranker-V1-Small" and v1.match_shape("qwen") is None
+    assert load_paper("v3").match_model("Qwen/Qwen3-Reranker-8B") == "Qwen3-Reranker-8B"
+
+
+def test_published_numbers_ship_with_the_package():
+    root = paper_root()
+    assert (root / "v1" / "beir.yaml").is_file() and "v1" in available_versions()
 
 
 def test_first_stage_matching():
     p = load_paper("v1")
-    assert p.match_first_stage({"kind": "dense", "model": "KaLM-Embedding/KaLM-embedding-multilingual-mini-instruct-v2.5"}) \
-        == "KaLM-Embedding-V2.5"
-    assert p.match_first_stage({"kind": "bm25"}) is None
+    assert p.match_first_stage("KaLM-Embedding/KaLM-embedding-multilingual-mini-instruct-v2.5") == "KaLM-Embedding-V2.5"
+    assert p.match_first_stage(None) is None
 
 
 def test_column_matching():
@@ -128,4 +144,4 @@ def test_malformed_specs_are_refused(tmp_path):
     with pytest.raises(PaperSpecError, match="sits in v1"):
         load_paper("v1", tmp_path)
     with pytest.raises(PaperSpecError, match="no published numbers"):
-        load_paper("v2", DEFAULT_PAPER_DIR)
+        load_paper("v2")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kalm_eval.report.build import build_report
-from kalm_eval.report.results import load_records
+from kalm_eval.result import discover
 
 from ..conftest import SHARED_DATA
 from ..helpers import run_overrides
@@ -44,7 +44,7 @@ def test_multirun_dedupes_and_report_reads_the_sweep(tmp_path, monkeypatch):
     assert first.returncode == 0, first.stderr[-3000:] + first.stdout[-3000:]
     log = first.stdout + first.stderr
     assert log.count("already done (same signature)") == 3  # jobs 2-4 hit the record job 1 wrote
-    records = load_records([tmp_path / "results/runs", tmp_path / "results/multirun"])
+    records = discover([tmp_path / "results/runs", tmp_path / "results/multirun"]).records
     assert len(records) == 1 and records[0].dataset == "local/toy"
     # a rerun of any point of the sweep (in-process here, to save a second interpreter start) finds it done
     record = records[0].path / "metrics.json"
@@ -68,8 +68,8 @@ def test_tiny_model_multirun_sweep(tmp_path):
             "model.doc_max_len=128", "compression=1,4", f"data_dir={SHARED_DATA}"]
     proc = kalm_eval(tmp_path, *args, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
-    records = load_records([tmp_path / "results/runs", tmp_path / "results/multirun"])
-    assert sorted(r.ratio for r in records) == [1, 4]
+    records = discover([tmp_path / "results/runs", tmp_path / "results/multirun"]).records
+    assert sorted(r.compression for r in records) == [1, 4]
     again = kalm_eval(tmp_path, *args, timeout=1800)
     assert (again.stdout + again.stderr).count("already done (same signature)") == 2
     cwd = os.getcwd()

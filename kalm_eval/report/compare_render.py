@@ -1,0 +1,77 @@
+"""The regression gate's outputs: compare.md (pandas Markdown table), the console text and compare.json."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Any
+
+import pandas as pd
+
+from kalm_eval.report import labels
+from kalm_eval.report.compare import CompareResult
+from kalm_eval.result import ResultRecord
+
+
+def format_p(p: float) -> str:
+    return "nan" if math.isnan(p) else (f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}")
+
+
+def result_frame(result: CompareResult) -> pd.DataFrame:
+    o = result.options
+    rows = [[r.label or r.dataset, r.stage, str(r.n), f"{r.baseline_mean:.4f}", f"{r.candidate_mean:.4f}",
+             f"{r.delta:+.4f}", f"[{r.ci[0]:+.4f}, {r.ci[1]:+.4f}]", format_p(r.p), format_p(r.p_holm), r.status]
+            for r in result.rows]
+    rows += [[a.label, "", "", f"{a.baseline_mean:.4f}", f"{a.candidate_mean:.4f}", f"{a.delta:+.4f}", "",
+              format_p(a.p) + " (stratified)", "", "REGRESSION" if a.regression else "ok"] for a in result.averages]
+    headers = ["Dataset", "Stage", "Queries", f"Baseline {o.measure}", f"Candidate {o.measure}", "Δ",
+               "95% CI (bootstrap)", f"p ({o.test})", "p (Holm)", "Status"]
+    return pd.DataFrame(rows, columns=headers, dtype=object)
+
+
+def model_description(record: ResultRecord) -> str:
+    model = labels.model_identity(record)
+    if model is None:
+        return f"{labels.first_stage_label(record)} (first stage)"
+    shown = model.label + (f" [{model.checkpoint}]" if model.checkpoint and model.checkpoint != model.label else "")
+    return shown + (f" {model.dtype}" if model.dtype else "")
+
+
+def to_markdown(result: CompareResult, baseline_roots: list[str], candidate_roots: list[str]) -> str:
+    o = result.options
+    lines = [f"# Regression gate: {result.verdict}", "",
+             f"- baseline: {', '.join(map(str, baseline_roots))}", f"- candidate: {', '.join(map(str, candidate_roots))}",
+             f"- rule: a dataset fails when Δ < −{o.margin:g} ({o.measure}) and its Holm-adjusted p < {o.alpha:g}; "
+             f"the macro average fails when Δ_avg < −{o.margin:g} and its stratified p < {o.alpha:g}",
+             f"- test: two-sided paired {o.test}, {o.n_resamples} resamples, seed {o.seed}; "
+             f"Holm across {len(result.rows)} dataset(s)", ""]
+    if result.refused:
+        lines += ["## Refused", "", "The runs were not produced under the same protocol (or cannot be paired):", ""]
+        lines += [f"- {reason}" for reason in result.refused] + [""]
+    if result.rows:
+        table = result_frame(result).map(lambda cell: str(cell).replace("|", "\\|"))
+        lines += ["## Per dataset", "", table.to_markdown(index=False, disable_numparse=True), "", "## Models", ""]
+        lines += [f"- {r.dataset}: baseline {model_description(r.baseline)} ({r.baseline.path}); "
+                  f"candidate {model_description(r.candidate)} ({r.candidate.path})" for r in result.rows]
+        lines.append("")
+    if result.warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in result.warnings] + [""]
+    return "\n".join(lines)
+
+
+def to_console(result: CompareResult) -> str:
+    out = [f"regression gate: {result.verdict}"] + [f"REFUSED  {reason}" for reason in result.refused]
+    if result.rows:
+        out.append(result_frame(result).to_string(index=False))
+    return "\n".join(out + [f"warning: {w}" for w in result.warnings])
+
+
+def to_json(result: CompareResult) -> dict[str, Any]:
+    options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(result.options).items()}
+    datasets = [{"dataset": r.dataset, "label": r.label, "ratio": r.baseline.compression,
+                 "plan": labels.plan_text(r.baseline), "stage": r.stage, "queries": r.n, "baseline": r.baseline_mean,
+                 "candidate": r.candidate_mean, "delta": r.delta, "ci95": list(r.ci), "p": r.p, "p_holm": r.p_holm,
+                 "regression": r.regression, "baseline_record": str(r.baseline.path),
+                 "candidate_record": str(r.candidate.path)} for r in result.rows]
+    return {"verdict": result.verdict, "exit_code": result.exit_code, "options": options, "refused": result.refused,
+            "warnings": result.warnings, "datasets": datasets, "averages": [asdict(a) for a in result.averages]}
