@@ -189,7 +189,7 @@ def _reranker_and_model(values: dict[str, Any], model_values: dict[str, Any]) ->
     if model_family != name:
         raise ConfigError(f"reranker={name} with model={model_values.get('name')!r} (a {model_family} model): choose "
                           f"a {name} model preset or set model.path")
-    model = from_mapping(chosen.model_settings, model_values, prefix="model")
+    model = chosen.parse_model(model_values)
     return settings, model
 
 

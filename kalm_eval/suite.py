@@ -26,10 +26,11 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from kalm_eval import __version__
 from kalm_eval.config import RunConfig
-from kalm_eval.errors import DataError, ResultError
-from kalm_eval.result import ResultRecord, default_directory
+from kalm_eval.errors import DataError
+from kalm_eval.metrics import MAIN_MEASURE
+from kalm_eval.report.summary import summarize_suite
+from kalm_eval.result import RECORD_FILE, ResultRecord, default_directory
 from kalm_eval.storage import atomic_open, read_json, signature_of, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -141,9 +142,14 @@ def run_suite(cfg: DictConfig, *, runner: Callable | None = None,
         ledger[unit.name] = {"key": key, "records": [str(p) for p in records]}
         write_json_atomic(ledger_path, ledger)  # after every unit, so an interrupted suite resumes
     write_json_atomic(ledger_path, ledger)
-    summary = summarize(suite, units, results, measure=str(cfg.benchmark.get("measure", "nDCG@10")),
-                        failures=failures, config=_config_identity(cfg))
-    write_summary(out, summary)
+    records = [ResultRecord.load(path) for paths in results.values() for path in paths
+               if (Path(path) / RECORD_FILE).exists()]
+    summary, markdown = summarize_suite(records, suite=suite, units=units, failures=failures,
+                                        measure=str(cfg.benchmark.get("measure", MAIN_MEASURE)),
+                                        config=_config_identity(cfg))
+    write_json_atomic(out / "summary.json", summary)
+    with atomic_open(out / "summary.md") as fh:
+        fh.write(markdown)
     log.info("suite %s: %d/%d units done, summary in %s", suite, len(results), len(units), out / "summary.md")
     return out
 
@@ -179,147 +185,3 @@ def _warn_if_not_paper_retriever(cfg: DictConfig) -> None:
     if wanted and chosen != wanted:
         log.warning("suite %s: retriever=%s, but the paper's first stage is retriever=%s (+experiment=paper_%s sets it)",
                     cfg.benchmark.get("name"), chosen, wanted, cfg.benchmark.get("name"))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Summary
-
-
-def summarize(suite: str, units: list[Unit], results: dict[str, list[Path]], *, measure: str = "nDCG@10",
-              failures: dict[str, str] | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Collect each unit's metrics.json and aggregate: dataset = mean over its units, type = mean over its
-    datasets, overall = mean over datasets (and over types when units carry a memory type)."""
-    unit_rows: dict[str, dict[str, Any]] = {}
-    columns: list[str] = []
-    for unit in units:
-        scores: dict[str, float] = {}
-        for record_dir in results.get(unit.name, []):
-            for column, value in _record_scores(Path(record_dir) / "metrics.json", measure).items():
-                scores.setdefault(column, value)
-        for column in scores:
-            if column not in columns:
-                columns.append(column)
-        unit_rows[unit.name] = {"dataset": unit.dataset, "memory_type": unit.memory_type, "scores": scores,
-                                "records": [str(p) for p in results.get(unit.name, [])]}
-    columns.sort(key=lambda c: (c != "first_stage", _ratio_of(c)))
-
-    by_dataset: dict[str, list[str]] = {}
-    for unit in units:
-        by_dataset.setdefault(unit.dataset, []).append(unit.name)
-    datasets: dict[str, dict[str, Any]] = {}
-    for name, members in by_dataset.items():
-        memory_type = unit_rows[members[0]]["memory_type"]
-        entry: dict[str, Any] = {"memory_type": memory_type, "units": len(members), "scores": {}, "missing_units": {}}
-        for column in columns:
-            values = [unit_rows[m]["scores"].get(column) for m in members]
-            missing = [m for m, v in zip(members, values) if v is None]
-            entry["scores"][column] = None if missing else sum(values) / len(values)
-            if missing:
-                entry["missing_units"][column] = missing
-        datasets[name] = entry
-
-    summary: dict[str, Any] = {
-        "suite": suite,
-        "measure": measure,
-        "harness_version": __version__,
-        "aggregation": "dataset = mean over its subsets/units; memory type = mean over its datasets; "
-                       "mean_over_datasets; mean_over_types (LMEB). Missing results are listed, never counted as 0.",
-        "columns": columns,
-        "config": config or {},
-        "units": unit_rows,
-        "datasets": datasets,
-        "averages": {"mean_over_datasets": {c: _mean([d["scores"].get(c) for d in datasets.values()]) for c in columns}},
-        "missing_units": [u.name for u in units if not unit_rows[u.name]["scores"]],
-        "failures": failures or {},
-    }
-    types = list(dict.fromkeys(d["memory_type"] for d in datasets.values() if d["memory_type"]))
-    if types:
-        summary["types"] = {}
-        for memory_type in types:
-            members = [d for d in datasets.values() if d["memory_type"] == memory_type]
-            summary["types"][memory_type] = {
-                "datasets": [n for n, d in datasets.items() if d["memory_type"] == memory_type],
-                "scores": {c: _mean([d["scores"].get(c) for d in members]) for c in columns},
-            }
-        summary["averages"]["mean_over_types"] = {
-            c: _mean([t["scores"][c]["mean"] if t["scores"][c]["complete"] else None for t in summary["types"].values()])
-            for c in columns}
-    summary["complete"] = not summary["missing_units"] and all(
-        d["scores"].get(c) is not None for d in datasets.values() for c in columns)
-    return summary
-
-
-def _record_scores(path: Path, measure: str) -> dict[str, float]:
-    """A result record's measure per column: "first_stage", and "reranked r=<compression>" when it was reranked."""
-    try:
-        record = ResultRecord.load(path.parent)
-    except ResultError:
-        return {}
-    out = {}
-    if record.value("first_stage", measure) is not None:
-        out["first_stage"] = record.value("first_stage", measure)
-    if record.value("reranked", measure) is not None:
-        out[f"reranked r={record.compression}"] = record.value("reranked", measure)
-    return out
-
-
-def _ratio_of(column: str) -> int:
-    tail = column.rsplit("=", 1)[-1]
-    return int(tail) if tail.isdigit() else -1
-
-
-def _mean(values: list[float | None]) -> dict[str, Any]:
-    present = [v for v in values if v is not None]
-    return {"mean": sum(present) / len(present) if present else None, "n": len(present), "of": len(values),
-            "complete": len(present) == len(values) and bool(values)}
-
-
-def write_summary(out: Path, summary: dict[str, Any]) -> None:
-    write_json_atomic(out / "summary.json", summary)
-    with atomic_open(out / "summary.md") as fh:
-        fh.write(render_markdown(summary))
-
-
-def render_markdown(summary: dict[str, Any]) -> str:
-    """Per dataset, per type (LMEB) and averages, ×100 with 2 decimals; `—` = missing, `*` = over a partial set."""
-    columns = summary["columns"]
-    lines = [f"# {summary['suite']}: {summary['measure']} (×100)", ""]
-    if not columns:
-        lines += ["No results.", ""]
-    header = "| dataset | " + " | ".join(columns) + " |"
-    rule = "|---|" + "---:|" * len(columns)
-    lines += [header, rule]
-    for name, entry in summary["datasets"].items():
-        label = name + (f" ({entry['units']} subsets)" if entry["units"] > 1 else "")
-        lines.append(f"| {label} | " + " | ".join(_cell(entry["scores"].get(c)) for c in columns) + " |")
-    if "types" in summary:
-        lines += ["", "| memory type | " + " | ".join(columns) + " |", rule]
-        for memory_type, entry in summary["types"].items():
-            lines.append(f"| {memory_type} ({len(entry['datasets'])}) | "
-                         + " | ".join(_avg_cell(entry["scores"][c]) for c in columns) + " |")
-    lines += ["", "| average | " + " | ".join(columns) + " |", rule]
-    for label, values in summary["averages"].items():
-        lines.append(f"| {label.replace('_', ' ')} | " + " | ".join(_avg_cell(values[c]) for c in columns) + " |")
-    lines.append("")
-    if summary["missing_units"]:
-        lines.append(f"Missing ({len(summary['missing_units'])}): " + ", ".join(summary["missing_units"]))
-    if any(v["mean"] is not None and not v["complete"] for avg in summary["averages"].values() for v in avg.values()):
-        lines.append("`*` = mean over the available datasets only (n/of); not comparable with the paper.")
-    multi = [name for name, entry in summary["units"].items() if summary["datasets"][entry["dataset"]]["units"] > 1]
-    if multi:  # subset detail (LMEB)
-        lines += ["", "| subset | " + " | ".join(columns) + " |", rule]
-        for name in multi:
-            scores = summary["units"][name]["scores"]
-            lines.append(f"| {name} | " + " | ".join(_cell(scores.get(c)) for c in columns) + " |")
-    lines.append("")
-    return "\n".join(lines)
-
-
-def _cell(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.2f}"
-
-
-def _avg_cell(avg: dict[str, Any]) -> str:
-    if avg["mean"] is None:
-        return "—"
-    return f"{100 * avg['mean']:.2f}" + ("" if avg["complete"] else f"* ({avg['n']}/{avg['of']})")

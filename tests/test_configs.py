@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from kalm_eval.data.lmeb import LAYOUTS, MEMORY_TYPES
+from kalm_eval.data.lmeb import MEMORY_TYPES, layout_of
 from kalm_eval.data.loaders import LOADERS
 from kalm_eval.data.miracl import LANGUAGES
 from kalm_eval.data.quirks import Quirks, expected_quirks
@@ -54,7 +53,7 @@ def _check_unit(unit) -> None:
     entry = expected_quirks(unit.name)
     assert entry is not None and quirks == entry[0], (unit.name, quirks)
     if b["loader"] == "lmeb":
-        assert b["dataset"] in LAYOUTS and b["memory_type"] == LAYOUTS[b["dataset"]].memory_type
+        assert layout_of(b).folder.startswith(b["memory_type"] + "/")  # a valid layout, stated once per dataset
         assert b["subset"] in b["subsets"] and b["instruction"] == b["subsets"][b["subset"]]
     if b["loader"] == "miracl":
         assert b["language"] in LANGUAGES and quirks.ignore_identical_ids is False
@@ -103,7 +102,7 @@ def test_lmeb_inventory_matches_reference():
     assert sum(LMEB_SUBSETS.values()) == 193
     for memory_type, members in LMEB_TYPES.items():
         assert {n for n, d in datasets.items() if d["memory_type"] == memory_type} == members
-    assert set(LAYOUTS) == set(LMEB_SUBSETS) and set(MEMORY_TYPES) == set(LMEB_TYPES)
+    assert all(layout_of(d).upstream for d in datasets.values()) and set(MEMORY_TYPES) == set(LMEB_TYPES)
     dialogue = _compose("benchmark=lmeb_dialogue")
     assert set(dialogue.benchmark.datasets) == LMEB_TYPES["Dialogue"]
     # spot-check LMEB's task_instructions.json lookups (scenario datasets by query type, MemGovern by name)

@@ -114,17 +114,21 @@ def test_rerun_skips_and_persisted_states_serve_later_runs(sweep):
 def test_report_and_gate_on_tiny_model_results(sweep, tmp_path):
     from kalm_eval.report.build import build_report
     from kalm_eval.report.compare import CompareOptions, compare_records
-    from kalm_eval.report.results import load_records
-    from kalm_eval.report.tables import ReportOptions
+    from kalm_eval.report.options import ReportOptions
+    from kalm_eval.result import discover
+
+    def load_records(path):
+        return discover(path).records
 
     _, _, outputs = sweep
     runs = outputs[0].parent
     out = build_report([runs], tmp_path / "rep", options=ReportOptions(paper_row="KaLM-Reranker-V1-Nano", compare_to="average"))
     table = (tmp_path / "rep" / "paper_table.beir.md").read_text()
     r4 = load_records(runs / "r4")[0]
-    line = next(line for line in table.splitlines() if line.startswith("| tiny") and "| 4 |" in line)
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines() if line.startswith("|")]
+    line = " | ".join(next(row for row in rows if row[0].startswith("tiny") and row[1] == "4"))
     # our value, the paper's (v1 Nano BEIR average, marked as such), the delta and a verdict
-    ours = 100 * r4.value("reranked")
+    ours = 100 * r4.value("reranked", "nDCG@10")
     assert f"{ours:.2f}" in line and "57.41†" in line and f"Δ {round(ours, 2) - 57.41:.2f}" in line
     assert any(verdict in line for verdict in ("OK", "OKish", "FAIL"))
     assert sorted(p.name for p in out.plots) == ["ndcg_vs_r.beir.png", "pareto.beir.png"]

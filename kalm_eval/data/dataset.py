@@ -1,16 +1,10 @@
-"""The Dataset record every later stage consumes, and the BEIR-layout loader."""
+"""The Dataset record every later stage consumes, and what every loader shares: validation of the loaded parts
+against each other (`assemble`), scene candidates, and one corpus copy format (`materialize_corpus`)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
-import urllib.request
-import zipfile
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +15,8 @@ from ir_measures import Qrel
 from kalm_eval.data.docstore import DocStore
 from kalm_eval.data.quirks import Quirks
 from kalm_eval.errors import DataError
-from kalm_eval.data.readers import find_file, read_qrels, read_queries
 from kalm_eval.records import Query, RankedList
-from kalm_eval.storage import atomic_open, sha256_file, signature_of, write_json_atomic
+from kalm_eval.storage import atomic_open, signature_of, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +42,6 @@ class Dataset:
     def passage(self, doc_id: str) -> str:
         return self.corpus[doc_id].passage(self.joiner)
 
-    def qrels_by_query(self) -> dict[str, dict[str, int]]:
-        table: dict[str, dict[str, int]] = defaultdict(dict)
-        for qrel in self.qrels:
-            table[qrel.query_id][qrel.doc_id] = qrel.relevance
-        return dict(table)
-
     def candidates_for(self, query_id: str) -> tuple[str, ...] | None:
         """The doc ids `query_id` may be ranked against, or None for the whole corpus."""
         if self.candidates is None:
@@ -66,53 +53,8 @@ class Dataset:
         return {"name": self.name, "split": self.split, "files": self.files, "quirks": self.quirks.to_dict(), "joiner": self.joiner}
 
 
-def load_beir(path: str | Path, *, name: str, split: str, quirks: Quirks, joiner: str, cache_dir: Path) -> Dataset:
-    """Read a dataset in BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv (each optionally gzipped)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise DataError(f"{path}: dataset directory not found")
-    corpus_file = find_file(path, "corpus.jsonl")
-    queries_file = find_file(path, "queries.jsonl")
-    qrels_file = find_file(path / "qrels", f"{split}.tsv")
-
-    corpus = DocStore(corpus_file, cache_dir)
-    return assemble(
-        name=name,
-        split=split,
-        all_queries=read_queries(queries_file),
-        qrels=read_qrels(qrels_file),
-        corpus=corpus,
-        quirks=quirks,
-        joiner=joiner,
-        files={"corpus": corpus.sha256, "queries": sha256_file(queries_file), "qrels": sha256_file(qrels_file)},
-        sources={"queries": str(queries_file), "qrels": str(qrels_file)},
-    )
-
-
-def download_beir(name: str, target: Path, md5: str) -> Path:
-    """Fetch the official BEIR zip into target/<name>/ and check its md5 (used only when the data dir lacks it)."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("KALM_EVAL_OFFLINE") == "1":
-        raise DataError(f"{target / name}: dataset missing and offline mode is on; place the BEIR files there")
-    url = BEIR_URL.format(name=name)
-    log.info("downloading %s", url)
-    target.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target) as tmp:
-        archive = Path(tmp) / f"{name}.zip"
-        try:
-            urllib.request.urlretrieve(url, archive)
-        except OSError as err:
-            raise DataError(f"{target / name}: dataset missing and download of {url} failed: {err}") from None
-        digest = hashlib.md5(archive.read_bytes()).hexdigest()
-        if digest != md5:
-            raise DataError(f"{url}: md5 {digest} != expected {md5}")
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(tmp)
-        shutil.move(str(Path(tmp) / name), target / name)
-    return target / name
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# Shared by the non-BEIR loaders (miracl.py, lmeb.py, mteb_hf.py): one validation path and one corpus copy format.
+# Shared by every loader (beir.py, miracl.py, lmeb.py, mteb_hf.py): one validation path and one corpus copy format.
 
 
 def assemble(

@@ -5,7 +5,7 @@ One evaluated unit = one subset (`lmeb/<Dataset>/<subset>`); a dataset's score i
 Sources (`benchmark.source`):
 - local: the upstream layout, i.e. the HF dataset `KaLM-Embedding/LMEB` downloaded to `path`
   (`<MemType>/<Folder>/[<subset>/]{queries.jsonl, qrels.tsv, corpus.jsonl, candidates.jsonl}`). Where each file
-  lives differs per dataset; LAYOUTS mirrors the reference code (KaLM-Embedding/LMEB @ 753bfc59,
+  lives differs per dataset: `layout:` in each conf/benchmark/lmeb/<Dataset>.yaml mirrors the reference code (KaLM-Embedding/LMEB @ 753bfc59,
   src/abstasks/LocalRetrieval.py and SubsetRetrieval.py).
 - mteb: MTEB's `mteb/<Task>` datasets (configs `<subset>-corpus|queries|qrels|top_ranked`) or a local copy.
 
@@ -30,7 +30,8 @@ from typing import Any
 from kalm_eval.data.dataset import Dataset, assemble, file_identity, materialize_corpus
 from kalm_eval.data.docstore import DocStore
 from kalm_eval.data.quirks import Quirks
-from kalm_eval.errors import DataError
+from kalm_eval.errors import ConfigError, DataError
+from kalm_eval.knobs import from_mapping, knob
 from kalm_eval.data.readers import iter_jsonl, read_qrels
 from kalm_eval.storage import sha256_file
 
@@ -41,42 +42,22 @@ MEMORY_TYPES = ("Episodic", "Dialogue", "Semantic", "Procedural")
 
 @dataclass(frozen=True)
 class Layout:
-    """Where one LMEB dataset's files live under the LMEB root (facts from the reference code)."""
+    """Where one LMEB dataset's files live under the LMEB root: `layout:` in conf/benchmark/lmeb/<Dataset>.yaml
+    (facts from the reference code's loaders, KaLM-Embedding/LMEB src/abstasks)."""
 
-    upstream: str  # task name in the reference code and in task_instructions.json
-    memory_type: str
-    folder: str  # under the LMEB root
-    nested: bool  # True: one folder per subset; False: single subset, files in `folder` itself
-    corpus_at: str  # "dataset" (shared by all subsets) | "scenario" (parent of the subset folder) | "subset"
-    candidates_at: str | None  # "dataset" | "subset" | None (no scenes: rank the whole corpus)
-    scene_key: str = "prefix2"  # "query_id" | "prefix2"
+    upstream: str = knob(doc="task name in the reference code and in task_instructions.json")
+    folder: str = knob(doc="under the LMEB root")
+    nested: bool = knob(doc="true: one folder per subset; false: a single subset, files in `folder` itself")
+    corpus_at: str = knob(choices=("dataset", "scenario", "subset"),
+                          doc="dataset: shared by all subsets | scenario: parent of the subset folder | subset")
+    candidates_at: str | None = knob(choices=("dataset", "subset"), doc="null = no scenes: rank the whole corpus")
+    scene_key: str = knob("prefix2", choices=("query_id", "prefix2"))
 
 
-# Keyed by the MTEB task name (the name used in conf/benchmark/lmeb/<name>.yaml and in MTEB results).
-LAYOUTS: dict[str, Layout] = {
-    "EPBench": Layout("EPBench", "Episodic", "Episodic/EPBench", True, "scenario", None),
-    "KnowMeBench": Layout("KnowMeBench", "Episodic", "Episodic/KnowMeBench", True, "scenario", None),
-    "LoCoMo": Layout("LoCoMo", "Dialogue", "Dialogue/LoCoMo", True, "dataset", "dataset"),
-    "LongMemEval": Layout("LongMemEval", "Dialogue", "Dialogue/LongMemEval", True, "dataset", "dataset"),
-    "REALTALK": Layout("REALTALK", "Dialogue", "Dialogue/REALTALK", True, "dataset", "dataset"),
-    "TMD": Layout("TMD", "Dialogue", "Dialogue/TMD", True, "dataset", "dataset"),
-    "MemBench": Layout("MemBench", "Dialogue", "Dialogue/MemBench", True, "subset", "subset"),
-    "ConvoMem": Layout("ConvoMem", "Dialogue", "Dialogue/ConvoMem", True, "subset", "subset"),
-    "QASPER": Layout("QASPER", "Semantic", "Semantic/QASPER", False, "subset", "dataset", "query_id"),
-    "NovelQA": Layout("NovelQA", "Semantic", "Semantic/NovelQA", True, "dataset", "dataset", "query_id"),
-    "PeerQA": Layout("PeerQA", "Semantic", "Semantic/PeerQA", False, "subset", "dataset", "query_id"),
-    "CovidQA": Layout("CovidQA", "Semantic", "Semantic/Covid-QA", False, "subset", "dataset", "query_id"),
-    "ESGReports": Layout("ESGReports", "Semantic", "Semantic/ESG-Reports", False, "subset", "dataset", "query_id"),
-    "LMEBMLDR": Layout("MLDR", "Semantic", "Semantic/MLDR", False, "subset", "dataset", "query_id"),
-    "LooGLE": Layout("LooGLE", "Semantic", "Semantic/LooGLE", True, "subset", "subset", "query_id"),
-    "LMEB_SciFact": Layout("LMEB_SciFact", "Semantic", "Semantic/SciFact", False, "subset", None),
-    "Gorilla": Layout("Gorilla", "Procedural", "Procedural/Gorilla", True, "subset", None),
-    "ToolBench": Layout("ToolBench", "Procedural", "Procedural/ToolBench", False, "subset", None),
-    "ReMe": Layout("ReMe", "Procedural", "Procedural/ReMe", True, "scenario", None),
-    "ProceduralMemBench": Layout("Proced_mem_bench", "Procedural", "Procedural/Proced_mem_bench", True, "dataset", None),
-    "MemGovern": Layout("MemGovern", "Procedural", "Procedural/MemGovern", True, "subset", None),
-    "DeepPlanning": Layout("DeepPlanning", "Procedural", "Procedural/DeepPlanning", True, "subset", "subset", "query_id"),
-}
+def layout_of(cfg: dict[str, Any]) -> Layout:
+    if cfg.get("memory_type") not in MEMORY_TYPES:
+        raise ConfigError(f"benchmark.memory_type={cfg.get('memory_type')!r}: must be one of {', '.join(MEMORY_TYPES)}")
+    return from_mapping(Layout, cfg.get("layout"), prefix="benchmark.layout")
 
 
 @dataclass(frozen=True)
@@ -112,9 +93,7 @@ def locate(root: Path, layout: Layout, subset: str) -> SubsetFiles:
 
 def load_lmeb(cfg: dict[str, Any], cache_dir: Path) -> Dataset:
     dataset = cfg["dataset"]
-    if dataset not in LAYOUTS:
-        raise DataError(f"benchmark {cfg.get('name')!r}: unknown LMEB dataset {dataset!r}; known: {sorted(LAYOUTS)}")
-    layout = LAYOUTS[dataset]
+    layout = layout_of(cfg)
     subsets = list(cfg.get("subsets") or {})
     subset = cfg.get("subset")
     if subset is None and len(subsets) == 1:
@@ -143,7 +122,7 @@ def load_lmeb(cfg: dict[str, Any], cache_dir: Path) -> Dataset:
     files = locate(root, layout, subset)
     instructions_file = root / "task_instructions.json"  # present when the GitHub repo's copy sits next to the data
     if instructions_file.exists():
-        for problem in check_instructions(read_task_instructions(instructions_file), dataset,
+        for problem in check_instructions(read_task_instructions(instructions_file), dataset, layout,
                                           {subset: (cfg.get("subsets") or {})[subset]}):
             log.warning("%s: configured instruction differs: %s", instructions_file, problem)
     queries = read_lmeb_queries(files.queries)
@@ -161,7 +140,7 @@ def load_lmeb(cfg: dict[str, Any], cache_dir: Path) -> Dataset:
         joiner=cfg.get("joiner", " "), files=digests, candidates=candidates, qrels_without_query="drop",
         sources={"queries": str(files.queries), "qrels": str(files.qrels), "corpus": str(files.corpus),
                  "candidates": str(files.candidates)},
-        stats={"memory_type": layout.memory_type},
+        stats={"memory_type": cfg["memory_type"]},
     )
 
 
@@ -216,11 +195,10 @@ def scenes_to_candidates(scenes: dict[str, tuple[str, ...]], queries: dict[str, 
     return out
 
 
-def check_instructions(task_instructions: dict[str, dict[str, str]], dataset: str,
+def check_instructions(task_instructions: dict[str, dict[str, str]], dataset: str, layout: Layout,
                        subsets: dict[str, str]) -> list[str]:
     """Compare configured per-subset instructions with LMEB's task_instructions.json (reference code's lookup:
     EPBench/KnowMeBench/ReMe by the query-type part of the subset, MemGovern by its name); returns mismatches."""
-    layout = LAYOUTS[dataset]
     table = task_instructions.get(layout.upstream, {})
     problems = []
     for subset, instruction in subsets.items():

@@ -16,9 +16,7 @@ broken text checkpoint. Dropping the tower after a normal load would have paid t
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +32,11 @@ from transformers import (
     T5Gemma2Config,
     T5Gemma2ForConditionalGeneration,
 )
-from transformers.initialization import no_init_weights
 
-from kalm_eval.storage import canonical_json, sha256_file, sha256_text
+from kalm_eval.checkpoints import local_weights_fingerprint, tokenizer_fingerprint
+from kalm_eval.storage import canonical_json
 
-from .spec import FP16_MESSAGE, ModelSpec
+from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -163,37 +161,6 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def local_weights_fingerprint(directory: Path) -> str:
-    """sha256 over config + every weight file's content hash, so any change to the weights changes it.
-
-    Files inside the HF cache are symlinks to blobs named by their own sha256; we reuse that name instead of
-    re-reading gigabytes. Other files are hashed once per (path, size, mtime) per process."""
-    directory = Path(directory)
-    names = sorted(
-        p.name for p in directory.iterdir()
-        if p.name == "config.json" or p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json")
-    )
-    if not any(n.endswith((".safetensors", ".bin")) for n in names):
-        raise FileNotFoundError(f"no weight files (*.safetensors / *.bin) in {directory}")
-    parts = [(name, _file_sha256(directory / name)) for name in names]
-    return "sha256:" + sha256_text(canonical_json(parts))
-
-
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
-_BLOB_NAME = re.compile(r"^[0-9a-f]{64}$")
-
-
-def _file_sha256(path: Path) -> str:
-    resolved = path.resolve()
-    if _BLOB_NAME.match(resolved.name) and resolved.parent.name == "blobs":
-        return resolved.name
-    stat = resolved.stat()
-    key = (str(resolved), stat.st_size, stat.st_mtime_ns)
-    if key not in _FILE_HASHES:
-        _FILE_HASHES[key] = sha256_file(resolved)
-    return _FILE_HASHES[key]
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Shared finishing steps: answer ids, fingerprints, device
 # ---------------------------------------------------------------------------------------------------------------
@@ -217,13 +184,6 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizer
             raise ValueError("the tokenizer defines neither a pad token nor an EOS token")
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        return "sha256:" + sha256_text(backend.to_str())
-    return "sha256:" + sha256_text(canonical_json(sorted(tokenizer.get_vocab().items())))
 
 
 def encoder_fingerprint(model: T5Gemma2ForConditionalGeneration) -> str:

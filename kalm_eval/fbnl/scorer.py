@@ -29,7 +29,7 @@ from kalm_eval.records import PairScore
 
 from .batching import order_longest_first, run_in_batches
 from .model import LoadedModel
-from .spec import FP16_MESSAGE
+from kalm_eval.checkpoints import FP16_MESSAGE
 from .prompts import PAD_TO_MULTIPLE_OF, pad_right
 
 

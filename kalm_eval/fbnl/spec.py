@@ -8,12 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from kalm_eval.checkpoints import DTYPES, FP16_MESSAGE, FP16_NAMES, resolve_device, resolve_dtype, torch_dtype
 from kalm_eval.errors import ConfigError
-from kalm_eval.knobs import knob
-
-FP16_MESSAGE = "Use bfloat16 or float32 instead of float16."
-DTYPES = ("auto", "bfloat16", "float32")
-_FP16_NAMES = {"float16", "fp16", "half", "torch.float16"}
+from kalm_eval.knobs import from_mapping, knob
 SYNTHETIC = ("tiny",)
 
 
@@ -32,7 +29,7 @@ class ModelSpec:
     seed: int = knob(0, minimum=0, doc="synthetic models only")
 
     def __post_init__(self) -> None:
-        if str(self.dtype).lower() in _FP16_NAMES:
+        if str(self.dtype).lower() in FP16_NAMES:
             raise ConfigError(f"model.dtype={self.dtype!r} is not supported. {FP16_MESSAGE}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"model.dtype={self.dtype!r}: must be one of {', '.join(DTYPES)}")
@@ -52,18 +49,15 @@ class ModelSpec:
         return None if self.path is None else Path(self.path)
 
     def resolved_device(self):
-        import torch
-
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
     def resolved_dtype(self) -> str:
-        if self.dtype == "auto":
-            return "bfloat16" if self.resolved_device().type == "cuda" else "float32"
-        return self.dtype
+        return resolve_dtype(self.dtype, self.device)
 
     def torch_dtype(self):
-        import torch
+        return torch_dtype(self.resolved_dtype())
 
-        return {"bfloat16": torch.bfloat16, "float32": torch.float32}[self.resolved_dtype()]
+
+def parse_model(values: dict) -> ModelSpec:
+    """The `model` config group of the kalm reranker, validated (the registry's parser)."""
+    return from_mapping(ModelSpec, values, prefix="model")

@@ -100,6 +100,17 @@ class PairwiseReranker(ABC):
     def describe_device(self) -> dict[str, Any]:
         """{"device": "cpu" | "cuda:0 (NVIDIA H200)", "dtype": "float32" | "bfloat16"}."""
 
+    @classmethod
+    def build(cls, model: Any, settings: Any, context: Any) -> PairwiseReranker:
+        """Registry entry point: a torchrun rank takes the GPU of its local rank when the device is "auto"."""
+        import dataclasses
+
+        import torch
+
+        if getattr(model, "device", None) == "auto" and context.local_rank and torch.cuda.is_available():
+            model = dataclasses.replace(model, device=f"cuda:{context.local_rank}")
+        return cls(model, batch_size=settings.batch_size)
+
     def variants(self) -> list[Variant]:
         return [self.SINGLE]
 

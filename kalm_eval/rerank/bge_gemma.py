@@ -33,12 +33,15 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from kalm_eval.checkpoints import tokenizer_fingerprint
 from kalm_eval.errors import ConfigError
 from kalm_eval.fbnl.batching import order_longest_first, run_in_batches
 from kalm_eval.knobs import knob
 from kalm_eval.storage import sha256_text
 
-from .base import PairScore, PairwiseReranker
+from kalm_eval.records import PairScore
+
+from .base import PairwiseReranker
 from .hf_common import (
     TORCH_DTYPES,
     BaselineModelSettings,
@@ -46,7 +49,6 @@ from .hf_common import (
     parse_settings,
     resolve_device_dtype,
     resolve_source,
-    tokenizer_fingerprint,
 )
 
 DEFAULT_PROMPT = ("Given a query A and a passage B, determine whether the passage contains an answer to the query "
@@ -178,3 +180,8 @@ class BgeGemmaReranker(PairwiseReranker):
         z_yes = last[:, self.yes_id].float().tolist()
         with np.errstate(over="ignore"):
             return [PairScore(margin=z, p_yes=float(1 / (1 + np.exp(-z)))) for z in z_yes]
+
+
+def parse_model(values: Mapping[str, Any]) -> BgeGemmaSettings:
+    """The `model` config group of the bge_gemma reranker, validated (the registry's parser)."""
+    return parse_settings(BgeGemmaSettings, values, family="bge_gemma")

@@ -23,10 +23,13 @@ from typing import Any, Self
 
 import torch
 
+from kalm_eval.checkpoints import tokenizer_fingerprint
 from kalm_eval.errors import ConfigError
 from kalm_eval.knobs import knob
 
-from .base import PairScore, PairwiseReranker
+from kalm_eval.records import PairScore
+
+from .base import PairwiseReranker
 from .hf_common import (
     OOM_ERRORS,
     TORCH_DTYPES,
@@ -35,7 +38,6 @@ from .hf_common import (
     parse_settings,
     resolve_device_dtype,
     resolve_source,
-    tokenizer_fingerprint,
 )
 
 SCORE_RULE = ("margin = the raw relevance logit (CrossEncoder.predict with activation_fn=Identity, float32); "
@@ -128,3 +130,8 @@ class CrossEncoderReranker(PairwiseReranker):
                     raise
                 torch.cuda.empty_cache()
                 batch_size = max(1, batch_size * 3 // 4)
+
+
+def parse_model(values: Mapping[str, Any]) -> CrossEncoderSettings:
+    """The `model` config group of the cross_encoder reranker, validated (the registry's parser)."""
+    return parse_settings(CrossEncoderSettings, values, family="cross_encoder")

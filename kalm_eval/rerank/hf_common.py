@@ -10,16 +10,11 @@ whose helpers are imported here rather than copied):
 * `dtype` is "auto" (bfloat16 on CUDA, float32 on CPU), "bfloat16" or "float32"; float16 is refused up front,
   with the same message as the KaLM loader, before any file is read.
 
-Notes for the fbnl/ restructuring: dtype/device resolution ("auto" rules) lives in fbnl's `ModelSpec`; it is
-reused here through a throw-away `ModelSpec` rather than copied. It belongs in a shared module (with
-`local_weights_fingerprint`, `FP16_MESSAGE`, `run_in_batches`). fbnl's `tokenizer_fingerprint` hashes
-`backend_tokenizer.to_str()`, which includes the truncation/padding state left by the last call, so it changes
-once the tokenizer has been used; `tokenizer_fingerprint` below drops that state (fbnl only hashes at load time).
+The dtype/device rules and the fingerprints are kalm_eval.checkpoints', shared with the KaLM loader.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,14 +23,12 @@ from typing import Any, TypeVar
 
 import torch
 
+from kalm_eval.checkpoints import FP16_MESSAGE, FP16_NAMES, local_weights_fingerprint, resolve_device, resolve_dtype
 from kalm_eval.errors import ConfigError
-from kalm_eval.fbnl.model import FP16_MESSAGE, ModelSpec, local_weights_fingerprint
 from kalm_eval.knobs import from_mapping, knob
-from kalm_eval.storage import canonical_json, sha256_text
 
 S = TypeVar("S", bound="BaselineModelSettings")
 
-FP16_NAMES = frozenset({"float16", "fp16", "half", "torch.float16"})
 COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -114,8 +107,7 @@ def resolve_source(settings: BaselineModelSettings, *, fingerprint: bool = True)
 
 def resolve_device_dtype(settings: BaselineModelSettings) -> tuple[torch.device, str]:
     """The device and dtype name "auto" stands for, by the KaLM loader's rules (bf16 on CUDA, fp32 on CPU)."""
-    spec = ModelSpec(name="baseline", dtype=settings.dtype, device=settings.device)
-    return spec.resolved_device(), spec.resolved_dtype()
+    return resolve_device(settings.device), resolve_dtype(settings.dtype, settings.device)
 
 
 def describe(device: torch.device, dtype: str) -> dict[str, Any]:
@@ -125,17 +117,6 @@ def describe(device: torch.device, dtype: str) -> dict[str, Any]:
         index = device.index if device.index is not None else torch.cuda.current_device()
         label = f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     return {"device": label, "dtype": dtype}
-
-
-def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """sha256 of the tokenizer's definition, independent of the truncation/padding state its calls leave behind."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return "sha256:" + sha256_text(canonical_json(sorted(tokenizer.get_vocab().items())))
-    definition = json.loads(backend.to_str())
-    definition.pop("truncation", None)
-    definition.pop("padding", None)
-    return "sha256:" + sha256_text(canonical_json(definition))
 
 
 def single_token_id(tokenizer: Any, token: str) -> int:

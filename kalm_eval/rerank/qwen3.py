@@ -35,12 +35,15 @@ from typing import Any, Self
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from kalm_eval.checkpoints import tokenizer_fingerprint
 from kalm_eval.errors import ConfigError
 from kalm_eval.fbnl.batching import order_longest_first, run_in_batches
 from kalm_eval.knobs import knob
 from kalm_eval.storage import sha256_text
 
-from .base import PairScore, PairwiseReranker
+from kalm_eval.records import PairScore
+
+from .base import PairwiseReranker
 from .hf_common import (
     TORCH_DTYPES,
     BaselineModelSettings,
@@ -49,7 +52,6 @@ from .hf_common import (
     resolve_device_dtype,
     resolve_source,
     single_token_id,
-    tokenizer_fingerprint,
 )
 
 PREFIX = (
@@ -170,3 +172,8 @@ class Qwen3Reranker(PairwiseReranker):
         p_yes = torch.nn.functional.log_softmax(pair, dim=1)[:, 1].exp()
         margin = pair[:, 1] - pair[:, 0]
         return [PairScore(margin=float(m), p_yes=float(p)) for m, p in zip(margin.tolist(), p_yes.tolist())]
+
+
+def parse_model(values: Mapping[str, Any]) -> Qwen3Settings:
+    """The `model` config group of the qwen3 reranker, validated (the registry's parser)."""
+    return parse_settings(Qwen3Settings, values, family="qwen3")

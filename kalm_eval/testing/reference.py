@@ -22,7 +22,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from kalm_eval.fbnl.batching import order_longest_first
 from kalm_eval.fbnl.model import LoadedModel
 from kalm_eval.fbnl.prompts import PAD_TO_MULTIPLE_OF, decoder_prompt, encoder_text, pad_right
-from kalm_eval.fbnl.spec import FP16_MESSAGE
+from kalm_eval.checkpoints import FP16_MESSAGE
 from kalm_eval.records import PairScore
 
 

@@ -11,21 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from kalm_eval.data.lmeb import LAYOUTS, check_instructions, scene_of
+from kalm_eval.data.lmeb import check_instructions, layout_of, scene_of
 from kalm_eval.data.loaders import load_dataset
 from kalm_eval.errors import DataError
 from kalm_eval.config import RunConfig
 from kalm_eval.pipeline import run
 from kalm_eval.storage import read_json
 from kalm_eval.retrieval.bm25 import BM25Retriever, BM25Settings
-from tests.data.upstream_formats import LOCOMO_SUBSETS, write_jsonl, write_lmeb_fixture, write_mteb_repo
+from tests.data.upstream_formats import LOCOMO_SUBSETS, shipped_lmeb, write_jsonl, write_lmeb_fixture, write_mteb_repo
 
 INSTRUCTION = "Given a query, retrieve documents that answer the query"
 
 
 def lmeb_cfg(root: Path, dataset: str, subset: str, subsets: dict | None = None, **extra) -> dict:
     subsets = subsets or {subset: INSTRUCTION}
-    return {"name": f"lmeb/{dataset}", "loader": "lmeb", "dataset": dataset, "memory_type": LAYOUTS[dataset].memory_type,
+    return {"name": f"lmeb/{dataset}", "loader": "lmeb", "dataset": dataset, **shipped_lmeb(dataset),
             "source": "local", "path": str(root), "split": "test", "joiner": " ", "subset": subset,
             "subsets": subsets, "instruction": subsets.get(subset),
             "quirks": {"ignore_identical_ids": False, "relevance_threshold": 1}, **extra}
@@ -175,9 +175,12 @@ def test_mteb_layout_with_top_ranked(tmp_path):
 
 def test_task_instructions_cross_check(lmeb_root, tmp_path, caplog):
     table = {"LoCoMo": {"single_hop": INSTRUCTION}, "EPBench": {"Times": "T"}, "MemGovern": {"MemGovern": "M"}}
-    assert check_instructions(table, "LoCoMo", {"single_hop": INSTRUCTION}) == []
-    assert check_instructions(table, "EPBench", {"default_claude_long__Times": "T"}) == []
-    assert check_instructions(table, "MemGovern", {"dask_dask": "M"}) == []
+    def check(dataset, subsets):
+        return check_instructions(table, dataset, layout_of(shipped_lmeb(dataset)), subsets)
+
+    assert check("LoCoMo", {"single_hop": INSTRUCTION}) == []
+    assert check("EPBench", {"default_claude_long__Times": "T"}) == []
+    assert check("MemGovern", {"dask_dask": "M"}) == []
     (lmeb_root / "task_instructions.json").write_text(json.dumps({"LoCoMo": {"single_hop": "other"}}))
     with caplog.at_level(logging.WARNING):
         load_dataset(lmeb_cfg(lmeb_root, "LoCoMo", "single_hop"), tmp_path / "cache")

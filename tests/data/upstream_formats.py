@@ -147,3 +147,14 @@ def write_mteb_repo(root: Path, subsets: dict[str | None, dict[str, list[dict]]]
             configs.append(f"- config_name: {config}\n  data_files:\n  - split: {split}\n    path: {rel}")
     (root / "README.md").write_text("---\nconfigs:\n" + "\n".join(configs) + "\n---\n", encoding="utf-8")
     return root
+
+
+def shipped_lmeb(dataset: str) -> dict:
+    """memory_type and layout of an LMEB dataset, as the shipped conf/benchmark/lmeb/<dataset>.yaml states them."""
+    import importlib.resources
+
+    import yaml
+
+    text = (importlib.resources.files("kalm_eval.conf") / "benchmark" / "lmeb" / f"{dataset}.yaml").read_text()
+    config = yaml.safe_load(text)
+    return {"memory_type": config["memory_type"], "layout": config["layout"]}

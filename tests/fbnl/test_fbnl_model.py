@@ -176,11 +176,11 @@ def test_registry_builds_the_kalm_reranker_from_model_config(tmp_path):
     config = {"name": "tiny", "family": "kalm", "hf_id": None, "revision": None, "path": None, "seed": 0,
               "dtype": "float32", "device": "cpu", "doc_max_len": 64, "query_max_len": 512, "attn_implementation": "sdpa"}
     kalm = family("kalm")
-    spec = from_mapping(kalm.model_settings, config, prefix="model")
+    spec = kalm.parse_model(config)
     settings = from_mapping(RerankSettings, {"name": "kalm", "compression": [1, 4], "batch_size": 8}, prefix="reranker")
     reranker = kalm.build(spec, settings, RerankContext(cache_dir=tmp_path, cache=CacheSettings()))
     _, [scores], result = kalm_scores(reranker.loaded, DOCS, [(QUERY, None, list(DOCS))], 4, reranker=reranker)
     assert result.counters["passages_encoded"] == 2 and set(result.scores) == {"r1", "r4"}
     assert len(scores) == 2 and reranker.identity()["doc_max_len"] == 64
     with pytest.raises(ConfigError, match="model.dtpye: unknown setting"):
-        from_mapping(kalm.model_settings, {**config, "dtpye": "float32"}, prefix="model")
+        kalm.parse_model({**config, "dtpye": "float32"})

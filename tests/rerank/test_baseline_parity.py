@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from kalm_eval.errors import ConfigError
-from kalm_eval.fbnl.model import FP16_MESSAGE
+from kalm_eval.checkpoints import FP16_MESSAGE
 from kalm_eval.rerank.bge_gemma import BgeGemmaReranker
 from kalm_eval.rerank.cross_encoder import CrossEncoderReranker
 from kalm_eval.rerank.qwen3 import MODEL_CARD_INSTRUCTION, MTEB_DEFAULT_INSTRUCTION, Qwen3Reranker

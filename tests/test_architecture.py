@@ -1,0 +1,49 @@
+"""The import structure the code promises: stages import downwards only, product code never imports the test
+support package (import-linter contracts in pyproject.toml), and no import cycle anywhere in kalm_eval."""
+
+from __future__ import annotations
+
+import grimp
+from importlinter.cli import lint_imports
+
+from tests.conftest import REPO_ROOT
+
+
+def test_import_linter_contracts_hold():
+    assert lint_imports(config_filename=str(REPO_ROOT / "pyproject.toml")) == 0
+
+
+def test_no_import_cycle_in_kalm_eval():
+    graph = grimp.build_graph("kalm_eval")
+    modules = sorted(graph.modules)
+    index = {m: i for i, m in enumerate(modules)}
+    edges = {m: [n for n in graph.find_modules_directly_imported_by(m) if n in index] for m in modules}
+    # Tarjan's strongly connected components: a component of more than one module is a cycle
+    order, low, stack, on_stack, cycles, counter = {}, {}, [], set(), [], [0]
+
+    def visit(module: str) -> None:
+        order[module] = low[module] = counter[0]
+        counter[0] += 1
+        stack.append(module)
+        on_stack.add(module)
+        for target in edges[module]:
+            if target not in order:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in on_stack:
+                low[module] = min(low[module], order[target])
+        if low[module] == order[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in modules:
+        if module not in order:
+            visit(module)
+    assert cycles == []
