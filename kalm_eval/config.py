@@ -211,16 +211,17 @@ def _required_str(resolved: dict[str, Any], knob: str) -> str:
 
 
 def _job_output_dir(value: Any) -> Path | None:
-    """An explicit output_dir, made unique per job in a multirun (jobs would overwrite each other otherwise)."""
+    """An explicit output_dir, made unique per job of a multirun by the job's overrides (jobs of a sweep would
+    overwrite each other otherwise). `worker`/`workers` are left out of that name (config.yaml), so the workers
+    of one job array share one output directory."""
     if value in (None, ""):
         return None
     check_value("output_dir", value, str)
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        job = HydraConfig.get().job
-        return Path(value) / (job.override_dirname or str(job.num))
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN and HydraConfig.get().job.override_dirname:
+        return Path(value) / HydraConfig.get().job.override_dirname
     return Path(value)
 
 

@@ -31,6 +31,7 @@ from kalm_eval.rerank.latency import latency_chunk, measure_latency
 from kalm_eval.rerank.settings import RerankContext
 from kalm_eval.result import PER_QUERY_FILE, PER_QUERY_HEADER, ResultRecord, completed, default_directory
 from kalm_eval.retrieval.first_stage import FirstStageRun, first_stage
+from kalm_eval.run_status import record_progress
 from kalm_eval.retrieval.runfile import write_trec
 from kalm_eval.storage import atomic_open, copy_atomic, signature_of
 
@@ -75,6 +76,9 @@ def run(cfg: RunConfig) -> list[Path]:
                  "first_stage_build_s": fs.manifest.get("seconds")},
         started=started,
     )
+    if workers.is_main:
+        record_progress(cfg.cache_dir, cfg.key(), dataset=dataset.name,
+                        first_stage={"path": str(fs.path), "signature": fs.signature})
     if not cfg.reranking:
         return _first_stage_only(state)
     return Reranking(state).run()
@@ -84,7 +88,10 @@ def _first_stage_only(state: RunState) -> list[Path]:
     protocol = {**state.protocol, "reranker": None}
     signature = signature_of(protocol)
     out = _output_dir(state, protocol, label=state.cfg.retriever.name, variant=None)
-    if not state.workers.is_main or _done(out, signature, state.cfg.force):
+    if not state.workers.is_main:
+        return []
+    record_progress(state.cfg.cache_dir, state.cfg.key(), records=[{"path": str(out), "signature": signature}])
+    if _done(out, signature, state.cfg.force):
         return [out]
     _commit(state, out, protocol, [state.first_stage_result], runs={},
             timings={**state.timings, "total_s": time.perf_counter() - state.started},
@@ -116,6 +123,10 @@ class Reranking:
         reranker = reranker_family(self.settings.name).build(self.cfg.model, self.settings, context)
         self.state.timings["model_load_s"] = time.perf_counter() - load_started
         plans = self._plans(reranker)
+        workers = self.state.workers
+        if workers.is_main:
+            record_progress(self.cfg.cache_dir, self.cfg.key(),
+                            records=[{"path": str(p.out), "signature": signature_of(p.protocol)} for p in plans])
         pending = [p for p in plans if not _done(p.out, signature_of(p.protocol), self.cfg.force)]
         if not pending:
             return [p.out for p in plans]
@@ -124,13 +135,14 @@ class Reranking:
                               chunk_passages=self.settings.chunk_passages)
         variants = reranker.variants()
         units = unit_directory(self.cfg.cache_dir, self.dataset.name, reranker, variants, job)
-        workers = self.state.workers
+        if workers.is_main:
+            record_progress(self.cfg.cache_dir, self.cfg.key(), rerank={"units_dir": str(units.path), "units": job.chunks})
         computed = compute_units(job, reranker, units, workers, self.dataset.passage,
                                  progress=progress_bar if self.cfg.progress else None)
         log.info("%s%d unit(s) computed here, %d in all (%s)", workers.label(), computed, job.chunks, units.path)
         workers.barrier()
         if not workers.is_main and workers.distributed:
-            return [p.out for p in plans]
+            return []  # rank 0 merges and writes the records
         missing = missing_units(job, units)
         if missing:
             if workers.world > 1:  # a job-array worker: the one that completes the last unit merges

@@ -20,7 +20,6 @@ from kalm_eval.storage import atomic_open, signature_of, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
 
 
 @dataclass

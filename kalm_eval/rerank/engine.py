@@ -233,4 +233,7 @@ def _alive(marker: Path) -> bool:
         os.kill(int(info["pid"]), 0)
     except (OSError, KeyError, ValueError):
         return False
-    return True
+    try:  # a killed process whose parent died first can linger as a zombie: not alive
+        return Path(f"/proc/{int(info['pid'])}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

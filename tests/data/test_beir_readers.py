@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kalm_eval.data.dataset import load_beir
+from kalm_eval.data.beir import load_beir
 from kalm_eval.data.docstore import DocStore
 from kalm_eval.data.quirks import Quirks
 from kalm_eval.errors import DataError
