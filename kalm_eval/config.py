@@ -221,7 +221,7 @@ def _job_output_dir(value: Any) -> Path | None:
     from hydra.types import RunMode
 
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN and HydraConfig.get().job.override_dirname:
-        return Path(value) / HydraConfig.get().job.override_dirname
+        return Path(value) / HydraConfig.get().job.override_dirname.replace("/", "_")  # one level, paths flattened
     return Path(value)
 
 

@@ -21,7 +21,6 @@ from kalm_eval.storage import atomic_open, signature_of, write_json_atomic
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class Dataset:
     name: str  # e.g. "beir/scifact"

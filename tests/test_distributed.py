@@ -1,0 +1,80 @@
+"""The engines that run kalm-eval in parallel, for real: torchrun ranks (gloo on CPU) and a Hydra submitit job array
+(the local executor) produce byte-identical run files and the same metrics as one process."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.data.test_beir_readers import write_beir
+
+CORPUS = [{"_id": f"d{i}", "title": f"title {i}", "text": f"alpha beta {'gamma ' * (i % 9)} cell protein {i}"}
+          for i in range(60)]
+QUERIES = [{"_id": f"q{i}", "text": f"gamma alpha {'beta ' * (i % 3)} cell"} for i in range(8)]
+QRELS = "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i * 3}\t1\n" for i in range(8))
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    write_beir(root / "mini", CORPUS, QUERIES, QRELS)
+    return root
+
+
+def overrides(root: Path, name: str) -> list[str]:
+    return ["benchmark=local", f"benchmark.path={root / 'mini'}", "benchmark.label=mini", f"cache_dir={root / name}",
+            "retriever.depth=12", "reranker=kalm", "model=tiny", "compression=[1,4]", "reranker.chunk_passages=4",
+            "reranker.latency_batches=2", "progress=false", f"output_dir={root / 'out' / name}"]
+
+
+def kalm_eval(root: Path, name: str, *prefix: str, extra: tuple[str, ...] = ()) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, *prefix, "-m", "kalm_eval", *extra, *overrides(root, name)]
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+
+
+def fingerprint(out: Path) -> dict:
+    result = {}
+    for record in sorted(out.rglob("metrics.json")):
+        folder = record.parent
+        result[folder.name] = (gzip.decompress((folder / "run.reranked.trec.gz").read_bytes()),
+                               gzip.decompress((folder / "scores.reranked.tsv.gz").read_bytes()),
+                               json.dumps(json.loads(record.read_text())["stages"], sort_keys=True))
+    return result
+
+
+@pytest.fixture(scope="module")
+def single(mini):
+    kalm_eval(mini, "single")
+    return fingerprint(mini / "out" / "single")
+
+
+def test_torchrun_ranks_equal_one_process(mini, single):
+    kalm_eval(mini, "torchrun", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2")
+    assert sorted(single) == ["r1", "r4"]
+    assert fingerprint(mini / "out" / "torchrun") == single
+    unit_files = list((mini / "torchrun").glob("rerank_units/*/*/*.npz"))
+    assert len(unit_files) > 2  # the work was cut into several units, shared by the two ranks
+
+
+def test_submitit_job_array_of_workers_equals_one_process(mini, single):
+    kalm_eval(mini, "array", extra=("-m", "hydra/launcher=local_workers", "worker=0,1", "workers=2"))
+    (job_dir,) = [p for p in (mini / "out" / "array").iterdir() if p.is_dir()]  # the workers share one directory
+    assert fingerprint(job_dir) == single
+
+
+def test_slurm_launcher_preset_composes():
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="kalm_eval.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm_gpu", "worker=3", "workers=8"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.max_num_timeout > 0
+    assert "worker" in cfg.hydra.job.config.override_dirname.exclude_keys  # array tasks share one output dir

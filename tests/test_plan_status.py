@@ -1,0 +1,66 @@
+"""kalm-eval-plan (cost before the spend, offline from config sizes) and kalm-eval-status (progress from files)."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+from kalm_eval.config import RunConfig
+from kalm_eval.plan import PlanSettings, make_plan, plan_unit
+from kalm_eval.status import unit_status
+from tests.helpers import compose_config, run_overrides
+from tests.test_cli import CORPUS, QUERIES, QRELS  # noqa: F401  (fixture data)
+from tests.data.test_beir_readers import write_beir
+
+
+def test_plan_numbers_for_scifact_by_hand(tmp_path):
+    cfg = compose_config("benchmark=beir/scifact", "reranker=kalm", "model=large", "compression=[1,32]",
+                         "cache.persist_compression=[32]", f"cache_dir={tmp_path}")
+    run_cfg = RunConfig.from_hydra(cfg, probe_paths=False)
+    settings = PlanSettings(tokens_per_word=1.4, prompt_tokens=49, d_model={"large": 2560}, pairs_per_s=100.0,
+                            passages_per_s=50.0)
+    plan = plan_unit("beir/scifact", run_cfg, settings, {1: 100.0, 32: 100.0})
+    assert (plan.queries, plan.corpus, plan.pairs) == (300, 5183, 300 * 100)
+    assert plan.unique_passages == 5183  # at most the corpus
+    passage_tokens = math.ceil(213.63 * 1.4) + 4  # BEIR Table 1 words x tokens/word + "<Document>: "
+    assert plan.passage_tokens == passage_tokens == 304
+    instruction = len(run_cfg.reranker.instruction.split())
+    prompt = 49 + math.ceil((instruction + 12.37) * 1.4)
+    assert plan.decoder_tokens == 30_000 * prompt * 2
+    assert plan.vectors == {1: 304, 32: 10}
+    assert plan.cache_bytes == {32: 5183 * 10 * 2560 * 2}  # only the persisted compression counts
+    assert plan.score_s == 2 * 30_000 / 100.0 and plan.encode_s == 5183 / 50.0
+
+
+def test_plan_of_the_paper_suite_runs_offline(tmp_path):
+    plans, compressions, _ = make_plan(compose_config("+experiment=paper_beir", "model=large",
+                                                      "compression=[1,2,4,8,16,32]", f"cache_dir={tmp_path}"))
+    assert len(plans) == 13 and compressions == (1, 2, 4, 8, 16, 32)
+    assert sum(p.queries for p in plans) == 33_234 and sum(p.corpus for p in plans) == 24_561_473
+    assert sum(p.pairs for p in plans) == 3_323_400
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "kalm_eval.plan", "+experiment=paper_miracl", "model=nano",
+                           "plan.pairs_per_s=500", f"cache_dir={tmp_path}"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "total (18/18 with sizes)" in done.stdout and "106,332,152" in done.stdout
+
+
+def test_status_follows_a_run(tmp_path):
+    root = write_beir(tmp_path / "mini", CORPUS, QUERIES, QRELS)
+    overrides = ["benchmark=local", f"benchmark.path={root}", "benchmark.label=mini", f"cache_dir={tmp_path / 'c'}",
+                 f"output_dir={tmp_path / 'out'}", "reranker=kalm", "model=tiny", "compression=[1,4]",
+                 "reranker.chunk_passages=2", "retriever.depth=5", "reranker.latency_batches=0"]
+    run_cfg = RunConfig.from_hydra(compose_config(*overrides), probe_paths=False)
+    assert unit_status("mini", run_cfg).state == "not started"
+    run_overrides(*overrides)
+    status = unit_status("mini", run_cfg)
+    assert status.state == "done" and status.records == (2, 2) and status.first_stage == "done"
+    assert status.units["done"] == status.units["units"] > 1
+    unit = next((tmp_path / "c").glob("rerank_units/*/*/*.npz"))
+    unit.unlink()
+    (tmp_path / "out" / "r4" / "per_query.tsv").unlink()  # a damaged record no longer counts
+    status = unit_status("mini", run_cfg)
+    assert status.records == (1, 2) and status.units["missing"] == 1 and status.state == "partial"
