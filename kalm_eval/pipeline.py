@@ -7,9 +7,11 @@ writes one record for its whole plan. The pipeline orchestrates; each reranker r
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,6 @@ from kalm_eval.config import RunConfig
 from kalm_eval.data import Dataset
 from kalm_eval.data.loaders import load_dataset
 from kalm_eval.parallel import Workers, from_environment
-from kalm_eval.progress import progress_bar
 from kalm_eval.records import Candidate, RankedList, StageResult
 from kalm_eval.rerank import family as reranker_family
 from kalm_eval.rerank.base import Reranker, Variant
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 RERANK_TIE_BREAK = "margin desc, then first-stage rank"
 SCORES_HEADER = "query_id\tdoc_id\tfirst_stage_rank\tfirst_stage_score\tmargin\tp_yes"
+LOG_FILE = "run.log"
 
 
 @dataclass
@@ -53,12 +55,39 @@ class RunState:
     protocol: dict[str, Any]
     timings: dict[str, Any]
     started: float = field(default_factory=time.perf_counter)
+    log_path: Path | None = None
 
 
 def run(cfg: RunConfig) -> list[Path]:
     """Execute a run; returns the result directories (one per variant when reranking)."""
-    started = time.perf_counter()
     workers = from_environment(cfg.worker, cfg.workers)
+    with run_log(cfg, workers) as log_path:
+        return _run(cfg, workers, log_path)
+
+
+@contextlib.contextmanager
+def run_log(cfg: RunConfig, workers: Workers) -> Iterator[Path]:
+    """Everything the kalm_eval loggers say during the run, also in a file; each record gets a copy (run.log)."""
+    path = cfg.cache_dir / "logs" / f"{signature_of(cfg.key())[:24]}.rank{workers.rank}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger("kalm_eval")
+    previous = root.level
+    root.addHandler(handler)
+    if root.getEffectiveLevel() > logging.INFO:
+        root.setLevel(logging.INFO)
+    try:
+        yield path
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+        handler.close()
+
+
+def _run(cfg: RunConfig, workers: Workers, log_path: Path) -> list[Path]:
+    started = time.perf_counter()
     dataset = load_dataset(cfg.benchmark, cfg.cache_dir)  # fails on missing data before any model is loaded
     log.info("%s%s: %d queries, %d docs", workers.label(), dataset.name, len(dataset.queries), len(dataset.corpus))
     fs_started = time.perf_counter()
@@ -75,6 +104,7 @@ def run(cfg: RunConfig) -> list[Path]:
         timings={"first_stage_s": fs_seconds, "first_stage_cached": fs.reused,
                  "first_stage_build_s": fs.manifest.get("seconds")},
         started=started,
+        log_path=log_path,
     )
     if workers.is_main:
         record_progress(cfg.cache_dir, cfg.key(), dataset=dataset.name,
@@ -137,8 +167,7 @@ class Reranking:
         units = unit_directory(self.cfg.cache_dir, self.dataset.name, reranker, variants, job)
         if workers.is_main:
             record_progress(self.cfg.cache_dir, self.cfg.key(), rerank={"units_dir": str(units.path), "units": job.chunks})
-        computed = compute_units(job, reranker, units, workers, self.dataset.passage,
-                                 progress=progress_bar if self.cfg.progress else None)
+        computed = compute_units(job, reranker, units, workers, self.dataset.passage, show_progress=self.cfg.progress)
         log.info("%s%d unit(s) computed here, %d in all (%s)", workers.label(), computed, job.chunks, units.path)
         workers.barrier()
         if not workers.is_main and workers.distributed:
@@ -340,6 +369,9 @@ def _commit(state: RunState, out: Path, protocol: dict[str, Any], stages: list[S
     writers[PER_QUERY_FILE] = lambda path: _write_per_query(path, stages)
     files = {"first_stage_run": "run.first_stage.trec.gz", "per_query": PER_QUERY_FILE,
              **{f"{n}_run": f"run.{n}.trec.gz" for n in runs}}
+    if state.log_path is not None and state.log_path.exists():
+        writers[LOG_FILE] = lambda path: copy_atomic(state.log_path, path)
+        files["log"] = LOG_FILE
     if pair_rows is not None:
         files["scores"] = "scores.reranked.tsv.gz"
     record = ResultRecord(

@@ -15,7 +15,7 @@ in it, so checkpoints whose encoder weights are identical share it.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,8 +61,8 @@ class PassageEncoder:
         self.cache = cache
         self.persist = frozenset(persist) if cache is not None else frozenset()
 
-    def pooled(self, texts: Mapping[str, str], compressions: Sequence[int]
-               ) -> tuple[dict[int, dict[str, torch.Tensor]], EncodeStats]:
+    def pooled(self, texts: Mapping[str, str], compressions: Sequence[int],
+               on_batch: Callable[[int], None] | None = None) -> tuple[dict[int, dict[str, torch.Tensor]], EncodeStats]:
         """Pooled states per compression per passage (sha256 -> [W, d], CPU, model dtype) and the chunk's counters."""
         stats = EncodeStats(passages=len(texts))
         compressions = sorted(set(compressions))
@@ -78,8 +78,10 @@ class PassageEncoder:
             done = set(complete)
             missing = [h for h in missing if h not in done]
             stats.cache_read_seconds = time.perf_counter() - started
+            if on_batch and complete:
+                on_batch(len(complete))
         if missing:
-            fresh = self._encode({h: texts[h] for h in missing}, compressions, stats)
+            fresh = self._encode({h: texts[h] for h in missing}, compressions, stats, on_batch)
             for r in compressions:
                 pooled[r].update(fresh[r])
                 if r in self.persist:
@@ -90,8 +92,8 @@ class PassageEncoder:
         return pooled, stats
 
     @torch.inference_mode()
-    def _encode(self, texts: Mapping[str, str], compressions: Sequence[int], stats: EncodeStats
-                ) -> dict[int, dict[str, torch.Tensor]]:
+    def _encode(self, texts: Mapping[str, str], compressions: Sequence[int], stats: EncodeStats,
+                on_batch: Callable[[int], None] | None = None) -> dict[int, dict[str, torch.Tensor]]:
         """One encoder pass per passage (length-sorted batches); each batch is pooled at every compression, then dropped."""
         started = time.perf_counter()
         digests = list(texts)
@@ -109,6 +111,8 @@ class PassageEncoder:
                 for position, row in enumerate(rows):
                     keep = pooled_length(len(ids_list[row]), compression)  # windows holding real tokens
                     pooled[compression][digests[row]] = states[position, :keep].to("cpu", copy=True)
+            if on_batch:
+                on_batch(len(rows))
             return [None] * len(rows)
 
         run_in_batches(order_longest_first([len(t) for t in ids_list]), self.encode_batch_size, encode_batch)

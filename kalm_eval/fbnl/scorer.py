@@ -19,7 +19,7 @@ floating-point summation order).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -55,7 +55,8 @@ class DecoderScorer:
         self.softcap = loaded.model.config.decoder.final_logit_softcapping
         self.stats = ScorerStats(batch_size=batch_size)
 
-    def score(self, prompts: Sequence[Sequence[int]], passages: Sequence[torch.Tensor]) -> list[PairScore]:
+    def score(self, prompts: Sequence[Sequence[int]], passages: Sequence[torch.Tensor],
+              on_batch: Callable[[int], None] | None = None) -> list[PairScore]:
         """Score pair i = (prompts[i] token ids, passages[i] pooled states [W_i, d]); results in input order."""
         if len(prompts) != len(passages):
             raise ValueError("prompts and passages must have the same length")
@@ -69,7 +70,10 @@ class DecoderScorer:
 
         def process(rows: list[int]) -> list[PairScore]:
             self.stats.batches += 1
-            return self._score_batch([prompts[i] for i in rows], [passages[i] for i in rows])
+            scored = self._score_batch([prompts[i] for i in rows], [passages[i] for i in rows])
+            if on_batch:
+                on_batch(len(rows))
+            return scored
 
         results = run_in_batches(order, self.stats.batch_size, process, on_shrink=shrink)
         elapsed = time.perf_counter() - started

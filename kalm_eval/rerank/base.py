@@ -70,6 +70,7 @@ class LatencyProbe:
 
 class Reranker(Protocol):
     name: str
+    on_progress: Callable[[str, int], None] | None  # set by the engine: ("encode" | "score", how many just done)
 
     def identity(self) -> dict[str, Any]: ...
 
@@ -87,6 +88,7 @@ class PairwiseReranker(ABC):
 
     name: ClassVar[str]
     SINGLE = Variant("", {})
+    on_progress: Callable[[str, int], None] | None = None
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:
@@ -118,6 +120,8 @@ class PairwiseReranker(ABC):
         started = time.perf_counter()
         scores = self.score_pairs(chunk.triples())
         seconds = time.perf_counter() - started
+        if self.on_progress:
+            self.on_progress("score", len(scores))
         return ChunkScores(scores={self.SINGLE.label: scores},
                            variant_counters={self.SINGLE.label: {"pairs": len(scores), "score_seconds": seconds}})
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from kalm_eval.parallel import Workers
+from kalm_eval.progress import progress_bar
 from kalm_eval.records import RankedList
 from kalm_eval.rerank.base import Reranker, ScoringChunk, Variant
 from kalm_eval.storage import atomic_open, read_json, sha256_text, signature_of, write_json_atomic
@@ -154,13 +155,31 @@ def unit_directory(cache_dir: Path, dataset: str, reranker: Reranker, variants: 
 
 
 def compute_units(job: RerankJob, reranker: Reranker, units: UnitDirectory, workers: Workers,
-                  passage_text: Callable[[str], str], progress: Callable | None = None) -> int:
-    """Compute this worker's missing units; returns how many it computed."""
+                  passage_text: Callable[[str], str], show_progress: bool = False) -> int:
+    """Compute this worker's missing units; returns how many it computed. Progress: units, passages encoded and
+    pairs scored (a reranker that reports finer steps calls `on_progress(kind, n)`)."""
     pairs_of = job.unit_pairs()
     mine = [c for c in range(job.chunks) if workers.mine(c) and not units.done(c)]
+    label = workers.label()
+    digests = np.array(job.digests)
+    bars = {"unit": progress_bar(total=len(mine), desc=f"{label}rerank units", unit="unit", enabled=show_progress),
+            "encode": progress_bar(total=sum(len(set(digests[job.pair_doc[pairs_of[c]]])) for c in mine),
+                                   desc=f"{label}encode passages", unit="passage", enabled=show_progress),
+            "score": progress_bar(total=sum(len(pairs_of[c]) for c in mine) * len(reranker.variants()),
+                                  desc=f"{label}score pairs", unit="pair", enabled=show_progress)}
+    reranker.on_progress = lambda kind, n: bars[kind].update(n)
+    try:
+        return _compute(job, reranker, units, mine, pairs_of, passage_text, bars["unit"])
+    finally:
+        reranker.on_progress = None
+        for bar in bars.values():
+            bar.close()
+
+
+def _compute(job: RerankJob, reranker: Reranker, units: UnitDirectory, mine: list[int], pairs_of: list[np.ndarray],
+             passage_text: Callable[[str], str], unit_bar) -> int:
     computed = 0
-    iterator = progress(mine, total=len(mine), desc=f"{workers.label()}rerank units", unit="unit") if progress else mine
-    for c in iterator:
+    for c in mine:
         if units.done(c):  # another attempt finished it meanwhile
             continue
         write_json_atomic(units.marker(c), {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
@@ -175,6 +194,7 @@ def compute_units(job: RerankJob, reranker: Reranker, units: UnitDirectory, work
         with atomic_open(units.unit(c), "wb", compress=False) as handle:
             np.savez(handle, **arrays)
         units.marker(c).unlink(missing_ok=True)
+        unit_bar.update(1)
         computed += 1
     return computed
 

@@ -40,6 +40,7 @@ class KalmReranker:
         self.encoder = PassageEncoder(loaded, encode_batch_size=encode_batch_size, cache=cache, persist=persist)
         self.scorer = DecoderScorer(loaded, batch_size=batch_size)
         self._prompts: dict[tuple[str, str], list[int]] = {}
+        self.on_progress = None  # set by the engine
 
     @classmethod
     def build(cls, spec: ModelSpec, settings: RerankSettings, context: RerankContext) -> KalmReranker:
@@ -83,7 +84,7 @@ class KalmReranker:
     def score_chunk(self, chunk: ScoringChunk) -> ChunkScores:
         digests = [sha256_text(text) for _, text in chunk.passages]
         texts = dict(zip(digests, (text for _, text in chunk.passages)))
-        pooled, stats = self.encoder.pooled(texts, self.compression)
+        pooled, stats = self.encoder.pooled(texts, self.compression, on_batch=self._progress("encode"))
         prompts = [self._prompt_ids(*query) for query in chunk.queries]
         pair_prompts = [prompts[q] for q, _ in chunk.pairs]
         prompt_tokens = sum(len(p) for p in pair_prompts)
@@ -94,7 +95,7 @@ class KalmReranker:
             started = time.perf_counter()
             states = [pooled[compression][digests[p]] for _, p in chunk.pairs]
             label = f"r{compression}"
-            out.scores[label] = self.scorer.score(pair_prompts, states)
+            out.scores[label] = self.scorer.score(pair_prompts, states, on_batch=self._progress("score"))
             out.variant_counters[label] = {"pairs": len(chunk.pairs), "prompt_tokens": prompt_tokens,
                                            "score_seconds": time.perf_counter() - started}
         return out
@@ -113,6 +114,9 @@ class KalmReranker:
             batches.append(([prompts[q] for q, _ in rows], [pooled[compression][digests[p]] for _, p in rows]))
         return LatencyProbe(batches=batches, score=lambda batch: self.scorer.score(*batch),
                             pairs_per_batch=[len(b[0]) for b in batches])
+
+    def _progress(self, kind: str):
+        return (lambda n: self.on_progress(kind, n)) if self.on_progress else None
 
     def _prompt_ids(self, query: str, instruction: str | None) -> list[int]:
         key = (query, DEFAULT_INSTRUCTION if instruction is None else instruction)
