@@ -47,3 +47,14 @@ def test_no_import_cycle_in_kalm_eval():
         if module not in order:
             visit(module)
     assert cycles == []
+
+
+def test_declared_dependencies_are_the_used_ones():
+    """deptry: every import is declared, every declared package is imported (exceptions, with reasons, in
+    pyproject.toml [tool.deptry])."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "deptry", "."], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
