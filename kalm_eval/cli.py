@@ -4,13 +4,12 @@ the same. Every expected failure (bad knob, missing data, damaged result) is one
 from __future__ import annotations
 
 import logging
-import sys
 
 import hydra
 from omegaconf import DictConfig
 
 from kalm_eval.config import CONFIG_PATH, RunConfig
-from kalm_eval.errors import KalmEvalError
+from kalm_eval.errors import KalmEvalError, exit_with
 
 log = logging.getLogger("kalm_eval")
 
@@ -27,8 +26,7 @@ def main(cfg: DictConfig) -> None:
             return
         outputs = run(RunConfig.from_hydra(cfg))
     except (KalmEvalError, IncompleteUnits) as err:
-        log.error("%s", err)
-        sys.exit(2)
+        exit_with(err, "kalm-eval")
     for out in outputs:
         print(out / "metrics.json")
 

@@ -107,6 +107,10 @@ class RunConfig:
         )
         if config.worker >= config.workers:
             raise ConfigError(f"worker={config.worker}: must be below workers={config.workers}")
+        if reranker is not None and reranker.depth > retriever.depth:
+            raise ConfigError(f"reranker.depth={reranker.depth}: must be <= retriever.depth={retriever.depth} (the "
+                              "first stage retrieves the candidates the reranker reorders)")
+        _check_device(model)
         if probe_paths:
             config.probe_paths()
         return config
@@ -152,6 +156,10 @@ def _benchmark(benchmark: Any) -> dict[str, Any]:
     for knob in ("name", "split"):
         check_value(f"benchmark.{knob}", benchmark.get(knob), str)
     check_value("benchmark.joiner", benchmark.get("joiner", " "), str)
+    from kalm_eval.data.loaders import INPUT_POLICIES
+
+    for knob, choices in INPUT_POLICIES.items():
+        check_value(f"benchmark.{knob}", benchmark.get(knob, choices[0]), str, {"choices": choices})
     from kalm_eval.data.quirks import Quirks
 
     try:
@@ -191,6 +199,19 @@ def _reranker_and_model(values: dict[str, Any], model_values: dict[str, Any]) ->
                           f"a {name} model preset or set model.path")
     model = chosen.parse_model(model_values)
     return settings, model
+
+
+def _check_device(model: Any) -> None:
+    """A device the run cannot use is refused now, not after the data load and first stage."""
+    device = str(getattr(model, "device", "auto") or "auto")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"model.device={device}: no CUDA device is visible here (use auto or cpu)")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"model.device={device}: only {torch.cuda.device_count()} CUDA device(s) visible")
 
 
 def _compression_list(value: Any) -> list[int]:

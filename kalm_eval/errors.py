@@ -18,3 +18,11 @@ class DataError(KalmEvalError, ValueError):
 
 class ResultError(KalmEvalError, ValueError):
     """A result directory that is unreadable, incomplete or of an unknown schema; the message names the file."""
+
+
+def exit_with(error: Exception, program: str) -> None:
+    """The command-line end of an expected failure: one line on stderr, exit status 2."""
+    import sys
+
+    print(f"{program}: error: {error}", file=sys.stderr)
+    sys.exit(2)

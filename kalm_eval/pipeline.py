@@ -163,6 +163,9 @@ class Reranking:
         job = RerankJob.build(self.state.first_stage, depth=self.settings.depth, query_text=self._query_text,
                               instruction=self.settings.instruction, passage_text=self.dataset.passage,
                               chunk_passages=self.settings.chunk_passages)
+        if job.empty_passages:
+            log.warning("%s: %d candidate passage(s) have no text (%s...); they are scored as empty documents",
+                        self.dataset.name, len(job.empty_passages), job.empty_passages[:5])
         variants = reranker.variants()
         units = unit_directory(self.cfg.cache_dir, self.dataset.name, reranker, variants, job)
         if workers.is_main:
@@ -325,7 +328,9 @@ class Reranking:
         texts = job.unique_texts
         counts: dict[str, Any] = {"queries": len(self.dataset.queries), "pairs": job.pairs,
                                   "unique_passages": len(job.doc_ids), "unique_passage_texts": texts,
-                                  "units": job.chunks}
+                                  "units": job.chunks, "candidate_passages_without_text": len(job.empty_passages)}
+        if job.empty_passages:
+            counts["candidate_passage_ids_without_text"] = job.empty_passages[:20]
         for key in ("passages_encoded", "cache_hits", "tokens_encoded", "cache_bytes_written"):
             if key in counters:
                 counts[key] = int(counters[key])

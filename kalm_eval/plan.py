@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from kalm_eval.config import CONFIG_PATH, RunConfig
-from kalm_eval.errors import ConfigError, KalmEvalError
+from kalm_eval.errors import ConfigError, KalmEvalError, exit_with
 from kalm_eval.suite import expand_units
 
 log = logging.getLogger("kalm_eval")
@@ -170,8 +169,7 @@ def main(cfg: DictConfig) -> None:
     try:
         plans, compressions, settings = make_plan(cfg)
     except KalmEvalError as err:
-        log.error("%s", err)
-        sys.exit(2)
+        exit_with(err, "kalm-eval-plan")
     print(render(plans, compressions))
     print(f"\nassumptions: {settings.tokens_per_word} tokens/word, {settings.prompt_tokens} prompt tokens + instruction "
           f"+ query, states {settings.state_bytes} bytes/value; unique passages are an upper bound; time = pairs / "

@@ -8,7 +8,6 @@ run's status file (kalm_eval/run_status.py) says where to look; a unit that neve
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from kalm_eval.config import CONFIG_PATH, RunConfig
-from kalm_eval.errors import KalmEvalError
+from kalm_eval.errors import KalmEvalError, exit_with
 from kalm_eval.rerank.engine import UnitDirectory
 from kalm_eval.result import completed
 from kalm_eval.run_status import read_status, status_path
@@ -90,8 +89,7 @@ def main(cfg: DictConfig) -> None:
     try:
         rows = collect(cfg)
     except KalmEvalError as err:
-        log.error("%s", err)
-        sys.exit(2)
+        exit_with(err, "kalm-eval-status")
     Console(width=160).print(render(rows))
     totals = {state: sum(1 for r in rows if r.state == state) for state in dict.fromkeys(r.state for r in rows)}
     print(", ".join(f"{n} {state}" for state, n in totals.items()))

@@ -36,6 +36,7 @@ class Dataset:
     # None = every query ranks the whole corpus. A query absent from the dict also ranks the whole corpus (as
     # LMEB's reference evaluation does when a query has no scene). Part of the identity via files["candidates"].
     candidates: dict[str, tuple[str, ...]] | None = None
+    policies: dict[str, str] = field(default_factory=dict)  # input policies (loaders.INPUT_POLICIES), in identity
 
     def passage(self, doc_id: str) -> str:
         return self.corpus[doc_id].passage(self.joiner)
@@ -48,7 +49,8 @@ class Dataset:
 
     def identity(self) -> dict[str, Any]:
         """What about the data affects a number (for run signatures)."""
-        return {"name": self.name, "split": self.split, "files": self.files, "quirks": self.quirks.to_dict(), "joiner": self.joiner}
+        return {"name": self.name, "split": self.split, "files": self.files, "quirks": self.quirks.to_dict(),
+                "joiner": self.joiner, "input_policies": self.policies}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -64,6 +64,9 @@ class DocStore:
                         obj = json.loads(raw)
                     except json.JSONDecodeError as err:
                         raise DataError(f"{self.source}:{lineno}: invalid JSON ({err.msg})") from None
+                    except UnicodeDecodeError as err:
+                        raise DataError(f"{self.source}:{lineno}: not valid UTF-8 (byte {err.start + 1} of the line: "
+                                        f"{raw[err.start:err.start + 1]!r})") from None
                     if not isinstance(obj, dict) or "_id" not in obj or "text" not in obj:
                         raise DataError(f"{self.source}:{lineno}: corpus line needs '_id' and 'text'")
                     doc_id = str(obj["_id"])

@@ -11,6 +11,7 @@ from kalm_eval.data.dataset import Dataset
 from kalm_eval.data.lmeb import load_lmeb
 from kalm_eval.data.miracl import load_miracl
 from kalm_eval.data.quirks import check_quirks
+from kalm_eval.data.readers import input_notes
 from kalm_eval.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -20,14 +21,44 @@ LOADERS: dict[str, Callable[[dict[str, Any], Path], Dataset]] = {"beir": load_be
                                                                  "lmeb": load_lmeb}
 
 
+INPUT_POLICIES = {"invalid_utf8": ("error", "replace"), "empty_queries": ("keep", "drop")}
+
+
 def load_dataset(cfg: dict[str, Any], cache_dir: Path) -> Dataset:
+    """Load the benchmark's dataset; input oddities are counted into its stats and handled by policy:
+    benchmark.invalid_utf8 (error: DataError naming file and line | replace: U+FFFD, counted) and
+    benchmark.empty_queries (keep: scored like any query | drop: not evaluated), both recorded in its identity."""
     if "datasets" in cfg:
         raise DataError(f"benchmark {cfg.get('name')!r} is a suite; run it with kalm_eval.suite.run_suite")
     loader = cfg.get("loader", "beir")
     if loader not in LOADERS:
         raise DataError(f"benchmark {cfg.get('name')!r}: unknown loader {loader!r}; known: {sorted(LOADERS)}")
-    dataset = LOADERS[loader](cfg, cache_dir)
+    policies = {name: cfg.get(name, choices[0]) for name, choices in INPUT_POLICIES.items()}
+    with input_notes(invalid_utf8=policies["invalid_utf8"]) as notes:
+        dataset = LOADERS[loader](cfg, cache_dir)
+    dataset.policies = policies
+    dataset.stats.update(notes.stats())
+    _empty_queries(dataset, policies["empty_queries"])
+    if notes.files_with_bom or notes.crlf_lines or notes.invalid_utf8_lines:
+        log.warning("%s: read %d file(s) with a byte-order mark, %d CRLF line(s), %d line(s) with bytes that are "
+                    "not UTF-8 (replaced)", dataset.name, len(notes.files_with_bom), notes.crlf_lines,
+                    len(notes.invalid_utf8_lines))
     deviation = check_quirks(dataset.name, dataset.quirks)
     if deviation:
         log.warning("%s", deviation)
     return dataset
+
+
+def _empty_queries(dataset: Dataset, policy: str) -> None:
+    empty = [qid for qid, query in dataset.queries.items() if not query.text.strip()]
+    dataset.stats["empty_queries"] = len(empty)
+    if not empty:
+        return
+    dataset.stats["empty_query_ids"] = empty[:20]
+    log.warning("%s: %d judged quer(y/ies) with an empty text (%s...): %s", dataset.name, len(empty), empty[:5],
+                "not evaluated (benchmark.empty_queries=drop)" if policy == "drop" else
+                "scored like any other (benchmark.empty_queries=keep; =drop leaves them out)")
+    if policy == "drop":
+        dropped = set(empty)
+        dataset.queries = {qid: q for qid, q in dataset.queries.items() if qid not in dropped}
+        dataset.qrels = [q for q in dataset.qrels if q.query_id not in dropped]

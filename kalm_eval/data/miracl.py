@@ -26,7 +26,7 @@ from kalm_eval.data.dataset import Dataset, assemble, file_identity, materialize
 from kalm_eval.data.docstore import DocStore
 from kalm_eval.data.quirks import Quirks
 from kalm_eval.errors import DataError
-from kalm_eval.data.readers import find_file, iter_jsonl, open_text, read_qrels, read_queries
+from kalm_eval.data.readers import find_file, iter_jsonl, read_lines, read_qrels, read_queries
 from kalm_eval.storage import sha256_file
 
 log = logging.getLogger(__name__)
@@ -119,18 +119,16 @@ def read_topics(topics: TopicFiles) -> dict[str, str]:
     if topics.layout == "beir":
         return read_queries(topics.queries)
     queries: dict[str, str] = {}
-    with open_text(topics.queries) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) != 2:
-                raise DataError(f"{topics.queries}:{lineno}: expected 'qid<TAB>query', got {len(fields)} field(s)")
-            qid = fields[0].strip()
-            if qid in queries:
-                raise DataError(f"{topics.queries}:{lineno}: duplicate query id {qid!r}")
-            queries[qid] = fields[1]
+    for lineno, line in read_lines(topics.queries):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise DataError(f"{topics.queries}:{lineno}: expected 'qid<TAB>query', got {len(fields)} field(s)")
+        qid = fields[0].strip()
+        if qid in queries:
+            raise DataError(f"{topics.queries}:{lineno}: duplicate query id {qid!r}")
+        queries[qid] = fields[1]
     return queries
 
 

@@ -48,6 +48,7 @@ class RerankJob:
     pair_doc: np.ndarray  # int32 per pair, index into doc_ids
     query_offsets: np.ndarray  # pairs of query q are [query_offsets[q], query_offsets[q + 1])
     chunk_passages: int
+    empty_passages: list[str] = field(default_factory=list)  # candidates whose passage has no text (scored as is)
 
     @classmethod
     def build(cls, rankings: Iterable[RankedList], *, depth: int, query_text: Callable[[str], str],
@@ -61,10 +62,16 @@ class RerankJob:
                 pair_doc.append(doc_index.setdefault(cand.doc_id, len(doc_index)))
             offsets.append(len(pair_doc))
         doc_ids = list(doc_index)
+        digests, empty = [], []
+        for doc_id in doc_ids:  # one read per passage: its digest, and whether it has any text at all
+            text = passage_text(doc_id)
+            digests.append(sha256_text(text))
+            if not text.strip():
+                empty.append(doc_id)
         return cls(query_ids=query_ids, queries=[(query_text(qid), instruction) for qid in query_ids],
-                   doc_ids=doc_ids, digests=[sha256_text(passage_text(d)) for d in doc_ids],
-                   pair_query=np.asarray(pair_query, dtype=np.int32), pair_doc=np.asarray(pair_doc, dtype=np.int32),
-                   query_offsets=np.asarray(offsets, dtype=np.int64), chunk_passages=chunk_passages)
+                   doc_ids=doc_ids, digests=digests, pair_query=np.asarray(pair_query, dtype=np.int32),
+                   pair_doc=np.asarray(pair_doc, dtype=np.int32), query_offsets=np.asarray(offsets, dtype=np.int64),
+                   chunk_passages=chunk_passages, empty_passages=empty)
 
     @property
     def pairs(self) -> int:

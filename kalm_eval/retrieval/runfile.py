@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from kalm_eval.errors import DataError
-from kalm_eval.data.readers import open_text
+from kalm_eval.data.readers import read_lines
 from kalm_eval.records import Candidate, RankedList
 from kalm_eval.storage import atomic_open
 
@@ -54,18 +54,17 @@ def iter_trec(path: Path) -> Iterator[RankedList]:
 
 
 def _parse(path: Path) -> Iterator[tuple[int, str, str, int, float]]:
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 6:
-                raise DataError(f"{path}:{lineno}: expected 6 columns 'qid Q0 docid rank score tag', got {len(fields)}")
-            qid, _q0, doc_id, rank_text, score_text, _tag = fields
-            try:
-                yield lineno, qid, doc_id, int(rank_text), float(score_text)
-            except ValueError:
-                raise DataError(f"{path}:{lineno}: rank {rank_text!r} / score {score_text!r} not numeric") from None
+    for lineno, line in read_lines(path):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 6:
+            raise DataError(f"{path}:{lineno}: expected 6 columns 'qid Q0 docid rank score tag', got {len(fields)}")
+        qid, _q0, doc_id, rank_text, score_text, _tag = fields
+        try:
+            yield lineno, qid, doc_id, int(rank_text), float(score_text)
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: rank {rank_text!r} / score {score_text!r} not numeric") from None
 
 
 def read_trec_validated(

@@ -1,0 +1,210 @@
+"""Fail before the spend, never keep a half-written result, count every input oddity.
+
+Each bad configuration is one clear line and exit code 2, before any data is read or model loaded (checked through
+the real command line, with its wall time); interrupted writes leave either the old result or a directory that is
+recognised as not done; bad input bytes name their file and line, or are counted under an explicit policy."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from kalm_eval import storage
+from kalm_eval.config import RunConfig
+from kalm_eval.errors import ConfigError, DataError
+from kalm_eval.result import completed
+from kalm_eval.storage import atomic_open
+from tests.data.test_beir_readers import write_beir
+from tests.helpers import compose_config, run_overrides
+from tests.test_cli import CORPUS, QRELS, QUERIES
+
+
+@pytest.fixture
+def mini(tmp_path):
+    root = write_beir(tmp_path / "mini", CORPUS, QUERIES, QRELS)
+    return ["benchmark=local", f"benchmark.path={root}", "benchmark.label=mini", f"cache_dir={tmp_path / 'cache'}"]
+
+
+def cli(tmp_path, *overrides) -> tuple[subprocess.CompletedProcess, float]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "kalm_eval", *overrides], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    return done, time.perf_counter() - started
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["compression=4.5"], "compression=4.5: expected an integer"),
+    (["compression=true"], "compression=True: expected an integer"),
+    (["compression=[]"], "give at least one MEP compression ratio"),
+    (["reranker.depth=-1"], "reranker.depth=-1: must be >= 1"),
+    (["reranker.depth=0"], "reranker.depth=0: must be >= 1"),
+    (["retriever.depth=0"], "retriever.depth=0: must be >= 1"),
+    (["retriever.depth=5", "reranker.depth=10"], "reranker.depth=10: must be <= retriever.depth=5"),
+    (["model.dtype=float16"], "Use bfloat16 or float32 instead of float16"),
+    (["+model.dtpye=float32"], "model.dtpye: unknown setting"),  # (Hydra itself refuses it without the +)
+    (["reranker.tail=keep"], "reranker.tail='keep': must be one of 'first_stage', 'drop'"),
+    (["model.device=cuda:3"], "model.device=cuda:3"),
+    (["reranker.batch_size=0"], "reranker.batch_size=0: must be >= 1"),
+])
+def test_bad_knobs_are_refused_before_any_work(mini, tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        RunConfig.from_hydra(compose_config(*mini, "reranker=kalm", "model=tiny", *overrides))
+
+
+def test_the_command_line_says_one_line_and_exits_2_fast(mini, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    for overrides, message in [
+        (["reranker=kalm", "model=tiny", f"output_dir={tmp_path / 'a-file'}"], "is a file, not a directory"),
+        (["reranker=kalm", "model=tiny", "model.dtype=float16"], "float16"),
+        (["reranker=kalm", "model=tiny", "compression=4.5"], "expected an integer"),
+        (["benchmark.invalid_utf8=maybe"], "benchmark.invalid_utf8='maybe'"),
+    ]:
+        done, seconds = cli(tmp_path, *mini, *overrides)
+        errors = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert len(errors) == 1 and errors[0].startswith("kalm-eval: error: ") and message in errors[0], errors
+        assert not (tmp_path / "cache" / "docstore").exists()  # no data was read (the corpus index is not built)
+        assert seconds < 60, seconds
+
+
+def test_unwritable_output_location_is_refused_up_front(mini, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user that can write anywhere (root): permissions cannot be tested")
+        with pytest.raises(ConfigError, match="output_dir=.*not a writable directory"):
+            RunConfig.from_hydra(compose_config(*mini, f"output_dir={locked / 'out'}"))
+    finally:
+        locked.chmod(0o700)
+
+
+def _record(mini, out: Path, *extra) -> Path:
+    [path] = run_overrides(*mini, f"output_dir={out}", *extra)
+    return path
+
+
+def test_interrupted_overwrite_never_leaves_a_mixed_record(mini, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    _record(mini, out, "retriever.k1=1.2")
+    old = json.loads((out / "metrics.json").read_text())
+    # 1) killed while the new files are written: the staged copy is abandoned, the old result stays whole and done
+    original_write = storage.write_json_atomic
+
+    def dies_writing_the_record(path, obj):
+        if Path(path).name == "metrics.json":
+            raise KeyboardInterrupt("killed")
+        return original_write(path, obj)
+
+    monkeypatch.setattr("kalm_eval.result.write_json_atomic", dies_writing_the_record)
+    with pytest.raises(KeyboardInterrupt):
+        _record(mini, out, "retriever.k1=0.9")
+    monkeypatch.undo()
+    assert json.loads((out / "metrics.json").read_text()) == old and completed(out, old["signature"]) is not None
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run.")]  # no staged leftovers
+    # 2) killed between the two renames of the commit: no result directory at all, so "not done"
+    def dies_between_renames(staged, target):
+        os.replace(target, storage.temp_sibling(target, "old"))  # the first rename happened, the second never does
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr("kalm_eval.result.replace_directory", dies_between_renames)
+    with pytest.raises(KeyboardInterrupt):
+        _record(mini, out, "retriever.k1=0.9")
+    monkeypatch.undo()
+    assert not out.exists() and completed(out, old["signature"]) is None
+    new = _record(mini, out, "retriever.k1=0.9")  # a rerun completes it
+    assert completed(new, json.loads((new / "metrics.json").read_text())["signature"]) is not None
+
+
+def test_a_record_whose_files_do_not_match_is_not_done(mini, tmp_path):
+    out = _record(mini, tmp_path / "run")
+    signature = json.loads((out / "metrics.json").read_text())["signature"]
+    (out / "per_query.tsv").write_text("stage\tmeasure\tquery_id\tvalue\n")  # another size than recorded
+    assert completed(out, signature) is None
+    again = _record(mini, tmp_path / "run")  # recomputed, not reported as "already done"
+    assert completed(again, signature) is not None
+
+
+def test_files_follow_the_umask_and_temp_names_are_unique(mini, tmp_path):
+    previous = os.umask(0o022)
+    try:
+        out = _record(mini, tmp_path / "run")
+    finally:
+        os.umask(previous)
+    for name in ("metrics.json", "per_query.tsv", "run.first_stage.trec.gz"):
+        assert (out / name).stat().st_mode & 0o777 == storage.FILE_MODE, name
+    target = tmp_path / "shared.txt"
+    errors = []
+
+    def writer(text):
+        try:
+            for _ in range(50):
+                with atomic_open(target) as fh:
+                    fh.write(text * 1000)
+        except Exception as error:  # pragma: no cover - the assertion below reports it
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(c,)) for c in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and target.read_text() in ("a" * 1000, "b" * 1000)  # never interleaved
+    assert not list(tmp_path.glob(".shared.txt.*"))
+
+
+def _write_raw_beir(root: Path, corpus_lines: list[bytes], queries: list[bytes], qrels: bytes) -> Path:
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_bytes(b"".join(corpus_lines))
+    (root / "queries.jsonl").write_bytes(b"".join(queries))
+    (root / "qrels" / "test.tsv").write_bytes(qrels)
+    return root
+
+
+def test_invalid_utf8_names_file_and_line_or_is_counted(tmp_path):
+    root = _write_raw_beir(
+        tmp_path / "bad",
+        [b'{"_id": "d1", "title": "", "text": "alpha"}\n', b'{"_id": "d2", "title": "", "text": "beta \xff gamma"}\n'],
+        [b'{"_id": "q1", "text": "alpha"}\n'], b"query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    base = ["benchmark=local", f"benchmark.path={root}", "benchmark.label=bad", f"cache_dir={tmp_path / 'cache'}"]
+    with pytest.raises(DataError, match=r"corpus.jsonl:2: not valid UTF-8 \(byte 42 of the line: b'\\xff'\)"):
+        run_overrides(*base, f"output_dir={tmp_path / 'a'}")
+    [out] = run_overrides(*base, "benchmark.invalid_utf8=replace", f"output_dir={tmp_path / 'b'}")
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["counts"]["data_invalid_utf8_lines"] == 1 and record["counts"]["data_invalid_utf8_at"][0].endswith(":2")
+    assert record["protocol"]["dataset"]["input_policies"]["invalid_utf8"] == "replace"
+
+
+def test_bom_crlf_empty_queries_and_empty_passages_are_counted(tmp_path):
+    root = _write_raw_beir(
+        tmp_path / "odd",
+        [b'\xef\xbb\xbf{"_id": "d1", "title": "", "text": "alpha beta"}\r\n', b'{"_id": "d2", "title": "", "text": ""}\r\n',
+         b'{"_id": "d3", "title": "", "text": "alpha gamma"}\r\n'],
+        [b'{"_id": "q1", "text": "alpha"}\n', b'{"_id": "q2", "text": "  "}\n'],
+        b"query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq2\td3\t1\r\n")
+    run_file = tmp_path / "given.trec"  # the empty passage d2 reaches the reranker through a given run
+    run_file.write_text("q1 Q0 d2 1 3 s\nq1 Q0 d1 2 2 s\nq2 Q0 d3 1 1 s\n")
+    base = ["benchmark=local", f"benchmark.path={root}", "benchmark.label=odd", f"cache_dir={tmp_path / 'cache'}",
+            "retriever=trec_run", f"retriever.path={run_file}", "reranker=kalm", "model=tiny",
+            "reranker.latency_batches=0"]
+    [out] = run_overrides(*base, f"output_dir={tmp_path / 'keep'}")
+    counts = json.loads((out / "metrics.json").read_text())["counts"]
+    assert counts["data_files_with_bom"] == 1 and counts["data_crlf_lines"] == 3 + 3
+    assert counts["data_empty_queries"] == 1 and counts["data_empty_query_ids"] == ["q2"]
+    assert counts["candidate_passages_without_text"] == 1 and counts["candidate_passage_ids_without_text"] == ["d2"]
+    assert counts["queries"] == 2
+    [dropped] = run_overrides(*base, "benchmark.empty_queries=drop", f"output_dir={tmp_path / 'drop'}")
+    record = json.loads((dropped / "metrics.json").read_text())
+    assert record["stages"]["reranked"]["queries"] == 1 and record["counts"]["queries"] == 1
+    with gzip.open(dropped / "run.reranked.trec.gz", "rt") as fh:
+        assert {line.split()[0] for line in fh} == {"q1"}
