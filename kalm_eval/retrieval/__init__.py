@@ -15,6 +15,8 @@ from typing import Any
 from kalm_eval.errors import ConfigError
 from kalm_eval.retrieval.bm25 import BM25Retriever, BM25Settings
 from kalm_eval.retrieval.dense import DenseRetriever, DenseSettings
+from kalm_eval.retrieval.mteb_predictions import MtebPredictionsRetriever, MtebPredictionsSettings
+from kalm_eval.retrieval.top_ranked import TopRankedRetriever, TopRankedSettings
 from kalm_eval.retrieval.trec_run import TrecRunRetriever, TrecRunSettings
 
 
@@ -46,5 +48,7 @@ register(RetrieverFamily("bm25", BM25Settings, BM25Retriever))
 register(RetrieverFamily("dense", DenseSettings, DenseRetriever))
 register(RetrieverFamily("kalm_embedding", DenseSettings, DenseRetriever))  # the paper's first stage, dense defaults
 register(RetrieverFamily("trec_run", TrecRunSettings, TrecRunRetriever))
+register(RetrieverFamily("mteb_predictions", MtebPredictionsSettings, MtebPredictionsRetriever))
+register(RetrieverFamily("top_ranked", TopRankedSettings, TopRankedRetriever))
 
 __all__ = ["RETRIEVERS", "RetrieverFamily", "family", "register"]
