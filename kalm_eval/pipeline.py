@@ -271,13 +271,27 @@ class Reranking:
                                  "ms_per_pair_p50": p50, "latency": latency})
         stage_results[-1].extra["recall_ceiling"] = self.state.first_stage_result.aggregate.get(f"R@{self.settings.depth}")
         timings = {**self.state.timings, "encode_s": scores.counters.get("encode_seconds"),
-                   "score_s": sum(scores.variant_counters.get(f"r{s.compression}", {}).get("score_seconds", 0.0)
-                                  for s in steps),
+                   "score_s": self._cascade_score_seconds(job, steps, scores),
+                   "evaluation_score_s": sum(scores.variant_counters.get(f"r{s.compression}", {}).get("score_seconds", 0.0)
+                                             for s in steps),
                    "latency": step_timings[-1]["latency"], "cascade": step_timings, "online_ms_per_query": online}
         timings["total_s"] = time.perf_counter() - self.state.started
         counts = self._counts(job, scores, f"r{steps[0].compression}")
         _commit(self.state, plan.out, plan.protocol, [self.state.first_stage_result, *stage_results],
                 {"reranked": final}, timings, counts, pair_rows=rows)
+
+    def _cascade_score_seconds(self, job: RerankJob, steps, scores: UnitScores) -> float:
+        """The cascade's own online cost from the measured seconds per pair at each step's r: every step k scores
+        depth_k pairs per query. (To encode each passage once, the evaluation scores every candidate of step 1 at every
+        step's r; that larger cost is `evaluation_score_s`.)"""
+        heads = np.diff(job.query_offsets)
+        total = 0.0
+        for step in steps:
+            counters = scores.variant_counters.get(f"r{step.compression}", {})
+            if counters.get("pairs"):
+                per_pair = counters["score_seconds"] / counters["pairs"]
+                total += per_pair * int(np.minimum(heads, step.depth).sum())
+        return total
 
     def _cascade_order(self, job: RerankJob, scores: UnitScores, steps) -> tuple[list[RankedList], list[tuple]]:
         """Step k re-sorts the top depth_k of step k-1's order by its own margins (ties: step k-1's order); below
