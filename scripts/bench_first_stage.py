@@ -5,13 +5,14 @@ Every phase runs in its own Python process, so each peak RSS is that of a whole 
 RssAnon = heap only, sampled) and nothing is warm that should be cold. Printed side by side per phase: wall time,
 CPU time, peak RSS, and the 1-minute load average (start / max / end) of this shared machine.
 
-    python scripts/synthetic_corpus.py --docs 10000000 --out /tmp/syn10m --queries 100
+    python scripts/synthetic_corpus.py --docs 10000000 --out /tmp/syn10m --queries 1000   # + run.trec (100 x 10)
     python scripts/bench_first_stage.py docstore --data /tmp/syn10m --cache /tmp/syn10m-cache
-        # index build (= first open), then a fresh open + 100 queries x 10 candidates + warm random lookups
-    python scripts/synthetic_corpus.py --docs 2000000 --out /tmp/syn2m --queries 1000
+        # `kalm-eval retriever=trec_run reranker=kalm model=tiny` on run.trec with an empty cache (its first open
+        # builds the corpus index) under /usr/bin/time -v, then a fresh open + warm random lookups
+    python scripts/synthetic_corpus.py --prefix-of /tmp/syn10m --docs 2000000 --out /tmp/syn2m
     python scripts/bench_first_stage.py dense --data /tmp/syn2m --cache /tmp/syn2m-cache
         # random vectors through the real shard/search path: kill -9 while encoding, resume, brute-force check
-    python scripts/synthetic_corpus.py --docs 5000000 --out /tmp/syn5m --queries 200
+    python scripts/synthetic_corpus.py --prefix-of /tmp/syn10m --docs 5000000 --out /tmp/syn5m
     python scripts/bench_first_stage.py bm25 --data /tmp/syn5m --cache /tmp/syn5m-cache
         # build + save the index (first run), then reuse it memory-mapped (second run); runs must be identical
 
@@ -89,7 +90,7 @@ class Monitor:
 
 
 def _dataset(data: Path, cache: Path):
-    from kalm_eval.data.dataset import load_beir
+    from kalm_eval.data.beir import load_beir
     from kalm_eval.data.quirks import Quirks
 
     return load_beir(data, name="synthetic", split="test", quirks=Quirks(), joiner=" ", cache_dir=cache)
@@ -294,9 +295,50 @@ def _table(results: list[dict]) -> str:
     return "\n".join(lines + [""] + extras)
 
 
+def run_cli(args, label: str, *overrides: str) -> dict:
+    """A whole `kalm-eval` process under /usr/bin/time -v: its peak RSS (%M), wall and CPU time, load average."""
+    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "kalm_eval", *overrides]
+    print(f"$ {' '.join(cmd)}", file=sys.stderr, flush=True)
+    load_start = load_max = os.getloadavg()[0]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "KALM_EVAL_PROGRESS_SECONDS": "60"})
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    while proc.poll() is None:
+        load_max = max(load_max, os.getloadavg()[0])
+        time.sleep(0.5)
+    reader.join()
+    text = "".join(lines)
+    if proc.returncode != 0:
+        print(text[-4000:], file=sys.stderr)
+        raise SystemExit(f"{label}: kalm-eval failed with exit code {proc.returncode}")
+    timed = {k.strip(): v.strip() for k, _, v in (line.partition(": ") for line in text.splitlines()[-30:]) if v}
+    return {"phase": label, "wall_s": round(time.perf_counter() - started, 2),
+            "cpu_s": round(float(timed["User time (seconds)"]) + float(timed["System time (seconds)"]), 2),
+            "peak_rss_mb": round(int(timed["Maximum resident set size (kbytes)"]) / 1024, 1),
+            "load_start": round(load_start, 2), "load_max": round(max(load_max, os.getloadavg()[0]), 2),
+            "load_end": round(os.getloadavg()[0], 2), "command": " ".join(cmd[2:])}
+
+
 def bench_docstore(args) -> list[dict]:
-    return [run_phase("docstore-build", args, "docstore: build index (first open)"),
-            run_phase("docstore-open", args, "docstore: open + reads + lookups")]
+    run = args.data / "run.trec"
+    if not run.exists():
+        raise SystemExit(f"{run}: missing (scripts/synthetic_corpus.py writes it)")
+    if (args.cache / "docstore").exists():
+        raise SystemExit(f"{args.cache}: use an empty cache, so that the rerank process builds the corpus index")
+    rerank = run_cli(args, "rerank: trec_run 100x10 + model=tiny (first open builds the index)",
+                     "benchmark=local", f"benchmark.path={args.data}", "benchmark.label=synthetic",
+                     "retriever=trec_run", f"retriever.path={run}", "retriever.depth=10", "reranker=kalm",
+                     "model=tiny", "reranker.depth=10", "reranker.latency_batches=0", f"cache_dir={args.cache}",
+                     f"output_dir={args.cache / 'out-rerank'}")
+    again = run_cli(args, "rerank again (index reused; record already done)",
+                    "benchmark=local", f"benchmark.path={args.data}", "benchmark.label=synthetic",
+                    "retriever=trec_run", f"retriever.path={run}", "retriever.depth=10", "reranker=kalm",
+                    "model=tiny", "reranker.depth=10", "reranker.latency_batches=0", f"cache_dir={args.cache}",
+                    f"output_dir={args.cache / 'out-rerank'}", "force=true")
+    return [rerank, again, run_phase("docstore-open", args, "docstore: open + reads + lookups")]
 
 
 def bench_dense(args) -> list[dict]:

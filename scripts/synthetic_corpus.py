@@ -12,7 +12,10 @@ Shape, chosen to look like BEIR / MIRACL passages to a tokenizer, an index and a
 - a share of tokens (default 0.7%) are fresh rare strings (numbers, codes, names), which makes the vocabulary
   grow with the corpus as real ones do (Heaps' law: ~2.5M distinct terms at 5M passages);
 - ids like MIRACL's `<article>#<passage>`; queries are 3-8 non-stopwords from one passage, which is their qrel.
-Deterministic for a given --seed."""
+- run.trec: a given first stage for the first --run-queries queries, --run-candidates each (the qrel passage and
+  random others), for `retriever=trec_run` reranking benchmarks.
+Deterministic for a given --seed. `--prefix-of DIR --docs N` instead cuts the first N passages of DIR's corpus
+(queries and qrels kept where their passage is inside), so smaller corpora come without generating again."""
 
 from __future__ import annotations
 
@@ -69,7 +72,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rare", type=float, default=0.007, help="share of tokens that are fresh rare strings")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gzip", action="store_true", help="write corpus.jsonl.gz")
+    parser.add_argument("--run-queries", type=int, default=100)
+    parser.add_argument("--run-candidates", type=int, default=10)
+    parser.add_argument("--prefix-of", type=Path, help="cut the first --docs passages of this dataset instead")
+    parser.add_argument("--max-queries", type=int, help="with --prefix-of: keep at most this many queries")
     args = parser.parse_args(argv)
+    if args.prefix_of is not None:
+        return prefix(args.prefix_of, args.out, args.docs, args.max_queries)
 
     started = time.perf_counter()
     rng = np.random.default_rng(args.seed)
@@ -85,6 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     opener = (lambda p: gzip.open(p, "wt", encoding="utf-8", compresslevel=1)) if args.gzip else \
         (lambda p: open(p, "w", encoding="utf-8"))
     query_docs = set(rng.choice(args.docs, size=min(args.queries, args.docs), replace=False).tolist())
+    others = max(args.run_candidates - 1, 0) * args.run_queries
+    other_positions = set(rng.choice(args.docs, size=min(others, args.docs), replace=False).tolist())
+    other_ids: list[str] = []
     queries: list[tuple[str, str, str]] = []
     article = 0
     passage_no = 0
@@ -116,6 +128,8 @@ def main(argv: list[str] | None = None) -> None:
                 doc_id = f"{article}#{passage_no}"
                 passage_no += 1
                 lines.append(json.dumps({"_id": doc_id, "title": title, "text": text}, ensure_ascii=False))
+                if b0 + i in other_positions:
+                    other_ids.append(doc_id)
                 if b0 + i in query_docs:
                     content = [w for w in text_words if w not in stop] or text_words
                     picked = rng.choice(len(content), size=min(len(content), int(rng.integers(3, 9))), replace=False)
@@ -131,10 +145,42 @@ def main(argv: list[str] | None = None) -> None:
         fh.write("query-id\tcorpus-id\tscore\n")
         for qid, _, doc_id in queries:
             fh.write(f"{qid}\t{doc_id}\t1\n")
+    order = np.random.default_rng(args.seed + 1).permutation(len(other_ids)).tolist()
+    shuffled = [other_ids[i] for i in order]
+    with open(args.out / "run.trec", "w", encoding="utf-8") as fh:
+        per = max(args.run_candidates - 1, 0)
+        for n, (qid, _, doc_id) in enumerate(queries[:args.run_queries]):
+            ranked = [doc_id] + [d for d in shuffled[n * per:(n + 1) * per] if d != doc_id]
+            for rank, d in enumerate(ranked, start=1):
+                fh.write(f"{qid} Q0 {d} {rank} {len(ranked) - rank + 1} synthetic\n")
     print(json.dumps({"docs": args.docs, "queries": len(queries), "words": total_words,
                       "mean_words_per_passage": round(total_words / args.docs, 1),
                       "corpus_bytes": corpus_path.stat().st_size, "seconds": round(time.perf_counter() - started, 1),
                       "path": str(args.out)}))
+
+
+def prefix(source: Path, out: Path, docs: int, max_queries: int | None = None) -> None:
+    """The first `docs` passages of `source`'s corpus.jsonl, with the queries whose qrel passage is among them."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "qrels").mkdir(exist_ok=True)
+    kept: set[str] = set()
+    with open(source / "corpus.jsonl", "rb") as src, open(out / "corpus.jsonl", "wb") as dst:
+        for _ in range(docs):
+            line = src.readline()
+            if not line:
+                break
+            dst.write(line)
+            kept.add(json.loads(line)["_id"])
+    qrels = [row.split("\t") for row in (source / "qrels" / "test.tsv").read_text().splitlines()[1:]]
+    wanted = {qid for qid, doc_id, _ in qrels if doc_id in kept}
+    if max_queries is not None:
+        wanted = set(sorted(wanted, key=lambda q: int(q[1:]))[:max_queries])
+    with open(out / "qrels" / "test.tsv", "w", encoding="utf-8") as fh:
+        fh.write("query-id\tcorpus-id\tscore\n")
+        fh.writelines("\t".join(row) + "\n" for row in qrels if row[0] in wanted)
+    with open(source / "queries.jsonl", encoding="utf-8") as src, open(out / "queries.jsonl", "w", encoding="utf-8") as dst:
+        dst.writelines(line for line in src if json.loads(line)["_id"] in wanted)
+    print(json.dumps({"docs": len(kept), "queries": len(wanted), "path": str(out), "prefix_of": str(source)}))
 
 
 if __name__ == "__main__":
