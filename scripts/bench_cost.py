@@ -528,7 +528,8 @@ class Bench:
 
     @property
     def _full_warmup(self) -> bool:
-        return self.device.type == "cuda" or self.args.quick
+        """CUDA: warm up on the timed inputs themselves (kernel choice, allocator); CPU: a tiny call suffices."""
+        return self.device.type == "cuda"
 
     def ceiling_variant(self, dims: StackDims, label: str, shape: str, pairs: int) -> Variant:
         """Activations of one batch as the block runs it: min(pairs, batch) prompts of the mean padded length."""
@@ -831,7 +832,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cache-dir", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "cache")
     p.add_argument("--synthetic", action="store_true", help="synthetic workload even when SciFact is there")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: table by name)")
-    p.add_argument("--quick", action="store_true", help="CI-sized smoke: Nano + Qwen3-0.6B, 8 pairs, r=4,32")
+    p.add_argument("--quick", action="store_true", help="CI-sized smoke: Nano + Qwen3-0.6B, one passage's pairs, r=4,32")
     p.add_argument("--output", type=Path, help="write the cost-benchmark JSON (kalm_eval/report/cost_benchmark.py)")
     p.add_argument("--workload", type=Path, help="read the first-stage run from a file --export-workload wrote")
     p.add_argument("--export-workload", type=Path, help="write the first-stage run used (queries, passages, top-k) "
@@ -841,11 +842,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also rerank the top-k of this many queries end to end with a Nano-shape KalmReranker "
                         "(engine units, cold encode + decoder at --rerank-ratio): pairs/s, ms/pair p50/p95, MFU, memory")
     p.add_argument("--rerank-ratio", type=int, default=4)
+    p.add_argument("--rerank-depth", type=int, default=None, help="rerank depth (default: the workload's, 100)")
     p.add_argument("--rerank-only", action="store_true", help="only the rerank measurement (--output gets its JSON)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.quick:
-        args.pairs, args.passages = min(args.pairs, 8), min(args.passages, 3)
+        args.pairs, args.passages = min(args.pairs, 4), min(args.passages, 1)
         if args.sizes == p.get_default("sizes"):
             args.sizes = "nano"
         if args.baselines == p.get_default("baselines"):
@@ -975,7 +977,7 @@ def rerank_speed(bench: Bench, nano: LoadedModel, full: dict[str, Any], n_querie
     from kalm_eval.rerank.latency import latency_chunk, measure_latency
 
     a, r = bench.args, bench.args.rerank_ratio
-    depth = full["depth"]
+    depth = min(full["depth"], a.rerank_depth or full["depth"])
     rankings = [RankedList(q, tuple(Candidate(d, -float(i)) for i, d in enumerate(ids)))
                 for q, ids in list(full["run"].items())[:n_queries]]
     job = RerankJob.build(rankings, depth=depth, query_text=full["queries"].__getitem__,
@@ -1006,7 +1008,7 @@ def rerank_speed(bench: Bench, nano: LoadedModel, full: dict[str, Any], n_querie
     chunk = latency_chunk(rankings, pairs_per_batch=per_batch, count=12, query_text=full["queries"].__getitem__,
                           instruction=full["instruction"], passage_text=full["passages"].__getitem__)
     latency = measure_latency(reranker, chunk, RerankVariant(f"r{r}", {"compression": r}), pairs_per_batch=per_batch,
-                              warmup=2) if chunk else None
+                              warmup=2 if len(chunk.queries) > 4 else 1) if chunk else None
     result = {"queries": len(rankings), "pairs": job.pairs, "passages": job.unique_texts, "units": job.chunks,
               "compression": r, "total_s": total, "encode_s": encode_s, "score_s": score_s,
               "pairs_per_s": job.pairs / total, "online_pairs_per_s": job.pairs / score_s,

@@ -15,7 +15,7 @@
 #   .whl/*.whl              wheels for packages the GPU image lacks (torch / transformers are usually there)
 # Without .gpu/workload.json.gz it uses ../shared/data (when kalm-eval's first-stage packages are installed), else a
 # synthetic SciFact-like workload. Env: DEVICE (cuda|cpu), QUICK (1 = CI-sized), OUT (results folder, default
-# /tmp/gpu_check), PEAK_TFLOPS (MFU denominator; default: by device name), RERANK_QUERIES (default 300; quick 20),
+# /tmp/gpu_check), PEAK_TFLOPS (MFU denominator; default: by device name), RERANK_QUERIES (default 300; quick 2, at depth 10),
 # BENCH_ARGS (extra bench_cost.py arguments), PYTHON (default python3).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -55,11 +55,12 @@ if [ -f .gpu/workload.json.gz ]; then common+=(--workload .gpu/workload.json.gz)
 elif ! "$PYTHON" -c "import hydra, bm25s, Stemmer" 2>/dev/null; then common+=(--synthetic); fi
 if [ -n "${PEAK_TFLOPS:-}" ]; then common+=(--peak-tflops "$PEAK_TFLOPS"); fi
 if [ "$QUICK" = 1 ]; then
-  bench=(--quick --repeats 1); rerank_queries=${RERANK_QUERIES:-20}; limit1=600; limit2=300
+  bench=(--quick --repeats 1); rerank_queries=${RERANK_QUERIES:-2}; rerank=(--rerank-depth 10); limit1=900; limit2=300
 else
   # GPU default: every model on every pair (64+), all r, reference rows at every r, baselines incl. Qwen3-4B.
   bench=(--ref-ratios 1,4,32 --e2e-ratios 1,4,32 --size-reference-ratios 4 --repeats 5); rerank_queries=${RERANK_QUERIES:-300}
-  limit1=330; limit2=120
+  rerank=()
+  limit1=330; limit2=150
 fi
 
 # ---- 1. cost benchmark ----------------------------------------------------------------------------------------
@@ -70,7 +71,7 @@ rc1=${PIPESTATUS[0]}
 
 # ---- 2. Nano-shape SciFact rerank -----------------------------------------------------------------------------
 echo "== Nano-shape rerank (${DEVICE}, ${rerank_queries} queries) =="
-timeout "$limit2" "$PYTHON" scripts/bench_cost.py "${common[@]}" --rerank-only --rerank-queries "$rerank_queries" \
+timeout "$limit2" "$PYTHON" scripts/bench_cost.py "${common[@]}" --rerank-only --rerank-queries "$rerank_queries" "${rerank[@]}" \
   --output "$OUT/rerank.json" 2>&1 | grep -v -i "warning" | tee "$OUT/rerank.log"
 rc2=${PIPESTATUS[0]}
 

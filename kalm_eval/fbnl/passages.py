@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .batching import order_longest_first, run_in_batches
+from .batching import order_longest_first, run_in_batches, to_device
 from .model import LoadedModel
 from .pooled_cache import PooledStateCache
 from .pooling import POOLING_RULE, mep_pool, pooled_length
@@ -101,8 +101,7 @@ class PassageEncoder:
         pooled: dict[int, dict[str, torch.Tensor]] = {r: {} for r in compressions}
 
         def encode_batch(rows: list[int]) -> list[None]:
-            ids, mask = pad_right([ids_list[i] for i in rows], pad_id)
-            ids, mask = ids.to(device), mask.to(device)
+            ids, mask = to_device(pad_right([ids_list[i] for i in rows], pad_id), device)
             hidden = encoder(input_ids=ids, attention_mask=mask, return_dict=True).last_hidden_state
             for compression in compressions:
                 states, _ = mep_pool(hidden, mask, compression)

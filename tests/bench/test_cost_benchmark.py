@@ -94,7 +94,7 @@ def test_cost_rows_follow_the_report_schema(bench, tmp_path):
 
 def test_quick_mode_arguments(bench):
     args = bench.parse_args(["--quick"])
-    assert args.sizes == [] and args.baselines == ["qwen3-reranker-0.6b"] and args.pairs == 8
+    assert args.sizes == [] and args.baselines == ["qwen3-reranker-0.6b"] and args.pairs == 4
     assert all(k == 1 for k in args.subset.values())
     with pytest.raises(SystemExit):
         bench.parse_args(["--sizes", "huge"])
