@@ -25,7 +25,7 @@ from .batching import order_longest_first, run_in_batches, to_device
 from .model import LoadedModel
 from .pooled_cache import PooledStateCache
 from .pooling import POOLING_RULE, mep_pool, pooled_length
-from .prompts import ENCODER_TEMPLATE, pad_right, passage_token_ids
+from .prompts import ENCODER_TEMPLATE, pad_right, passage_token_ids_batch
 
 
 @dataclass
@@ -95,7 +95,7 @@ class PassageEncoder:
         """One encoder pass per passage (length-sorted batches); each batch is pooled at every compression, then dropped."""
         started = time.perf_counter()
         digests = list(texts)
-        ids_list = [passage_token_ids(self.loaded.tokenizer, texts[h], self.loaded.spec.doc_max_len) for h in digests]
+        ids_list = passage_token_ids_batch(self.loaded.tokenizer, [texts[h] for h in digests], self.loaded.spec.doc_max_len)
         encoder = self.loaded.model.get_encoder()
         device, pad_id = self.loaded.device, self.loaded.tokenizer.pad_token_id
         pooled: dict[int, dict[str, torch.Tensor]] = {r: {} for r in compressions}

@@ -18,7 +18,7 @@ from kalm_eval.fbnl.model import LoadedModel, load_model
 from kalm_eval.fbnl.passages import PassageEncoder, encoder_cache_key
 from kalm_eval.fbnl.pooled_cache import PooledStateCache
 from kalm_eval.fbnl.pooling import POOLING_RULE, pooled_length
-from kalm_eval.fbnl.prompts import DEFAULT_INSTRUCTION, ENCODER_TEMPLATE, PAD_TO_MULTIPLE_OF, passage_token_ids, \
+from kalm_eval.fbnl.prompts import DEFAULT_INSTRUCTION, ENCODER_TEMPLATE, PAD_TO_MULTIPLE_OF, passage_token_ids_batch, \
     prompt_template_sha256, prompt_token_ids
 from kalm_eval.fbnl.scorer import DecoderScorer
 from kalm_eval.fbnl.spec import ModelSpec
@@ -40,6 +40,7 @@ class KalmReranker:
         self.encoder = PassageEncoder(loaded, encode_batch_size=encode_batch_size, cache=cache, persist=persist)
         self.scorer = DecoderScorer(loaded, batch_size=batch_size)
         self._prompts: dict[tuple[str, str], list[int]] = {}
+        self._probe_lengths: tuple[tuple[str, ...], list[int]] | None = None  # latency probe: token counts per passage
 
     @classmethod
     def build(cls, spec: ModelSpec, settings: RerankSettings, context: RerankContext) -> KalmReranker:
@@ -108,12 +109,13 @@ class KalmReranker:
         run no longer encodes the probe's passages again for every r (that re-encoding was ~70% of a whole run's
         encode time with model=tiny on SciFact; see COST_NOTES.md)."""
         compression = int(variant.protocol["compression"])
-        spec, tokenizer = self.loaded.spec, self.loaded.tokenizer
+        texts = tuple(text for _, text in chunk.passages)
+        if self._probe_lengths is None or self._probe_lengths[0] != texts:  # the same heads for every r: count once
+            spec, tokenizer = self.loaded.spec, self.loaded.tokenizer
+            self._probe_lengths = (texts, [len(ids) for ids in passage_token_ids_batch(tokenizer, texts, spec.doc_max_len)])
         generator = torch.Generator().manual_seed(0)
-        states = []
-        for _, text in chunk.passages:
-            windows = pooled_length(len(passage_token_ids(tokenizer, text, spec.doc_max_len)), compression)
-            states.append(torch.randn(windows, self.loaded.d_model, generator=generator).to(self.loaded.dtype))
+        states = [torch.randn(pooled_length(n, compression), self.loaded.d_model, generator=generator).to(self.loaded.dtype)
+                  for n in self._probe_lengths[1]]
         prompts = [self._prompt_ids(*query) for query in chunk.queries]
         pairs = list(chunk.pairs)
         batches = []

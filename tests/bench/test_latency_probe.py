@@ -31,3 +31,12 @@ def test_probe_states_have_the_pooled_shapes_and_no_encoder_runs(reranker, monke
         assert [int(s.shape[0]) for s in states] == expected
         assert all(s.shape[1] == reranker.loaded.d_model and s.dtype == reranker.loaded.dtype for s in states)
         assert len(probe.score(probe.batches[0])) == 2
+
+
+def test_batched_passage_tokenisation_is_identical_to_one_call_per_passage(reranker):
+    from kalm_eval.fbnl.prompts import passage_token_ids_batch
+
+    tokenizer = reranker.loaded.tokenizer
+    texts = ["the capital of china is beijing " * 40, "", "water", "<Document>: gravity", "yes no " * 700]
+    for limit in (1024, 5):
+        assert passage_token_ids_batch(tokenizer, texts, limit) == [passage_token_ids(tokenizer, t, limit) for t in texts]
