@@ -108,7 +108,7 @@ class KalmReranker:
         seeded random values instead of the encoder's: the decoder's work does not depend on the values (dense
         kernels, no data-dependent paths) and the probe's scores are discarded, so the timing is the same while the
         run no longer encodes the probe's passages again for every r (that re-encoding was ~70% of a whole run's
-        encode time with model=tiny on SciFact; see COST_NOTES.md)."""
+        encode time with model=tiny on SciFact; see docs/cost.md)."""
         compression = int(variant.protocol["compression"])
         texts = tuple(text for _, text in chunk.passages)
         if self._probe_lengths is None or self._probe_lengths[0] != texts:  # the same heads for every r: count once
