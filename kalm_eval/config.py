@@ -12,6 +12,8 @@ working directory unless `results_dir`/`output_dir` say otherwise.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 import tempfile
@@ -179,8 +181,10 @@ def _retriever(values: dict[str, Any]) -> RetrieverSpec:
 
 
 def _retriever_keyed(settings: Any) -> dict[str, Any]:
-    """Retriever knobs minus the ones that never change a ranking (batch size, device)."""
-    return {k: v for k, v in vars(settings).items() if k not in ("batch_size", "device")}
+    """Retriever knobs minus the ones that never change a ranking (batch size, device, knobs marked logged)."""
+    logged_names = {f.name for f in dataclasses.fields(settings) if f.metadata.get("logged")} \
+        if dataclasses.is_dataclass(settings) else set()
+    return {k: v for k, v in vars(settings).items() if k not in ("batch_size", "device") and k not in logged_names}
 
 
 def _reranker_and_model(values: dict[str, Any], model_values: dict[str, Any],

@@ -91,7 +91,7 @@ def _run(cfg: RunConfig, workers: Workers, log_path: Path) -> list[Path]:
     dataset = load_dataset(cfg.benchmark, cfg.cache_dir)  # fails on missing data before any model is loaded
     log.info("%s%s: %d queries, %d docs", workers.label(), dataset.name, len(dataset.queries), len(dataset.corpus))
     fs_started = time.perf_counter()
-    fs = first_stage(dataset, cfg.retriever, cfg.cache_dir, force=cfg.force, workers=workers)
+    fs = first_stage(dataset, cfg.retriever, cfg.cache_dir, force=cfg.force, workers=workers, progress=cfg.progress)
     fs_seconds = time.perf_counter() - fs_started
     depth = cfg.retriever.depth
     state = RunState(

@@ -208,3 +208,35 @@ def test_bom_crlf_empty_queries_and_empty_passages_are_counted(tmp_path):
     assert record["stages"]["reranked"]["queries"] == 1 and record["counts"]["queries"] == 1
     with gzip.open(dropped / "run.reranked.trec.gz", "rt") as fh:
         assert {line.split()[0] for line in fh} == {"q1"}
+
+
+def test_tampered_corpus_index_or_corpus_file_is_detected_through_the_pipeline(mini, tmp_path, caplog):
+    """The on-disk corpus index is checked on open (checksums, id round-trips): a damaged one is named, discarded and
+    rebuilt, with the same results; a corpus edited behind the index's back (same size and mtime, so its memoised
+    sha256 looks current) is a clear DataError, and the next run hashes and indexes it afresh."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="kalm_eval.data.docstore")
+    first = json.loads((_record(mini, tmp_path / "a") / "metrics.json").read_text())
+    [index] = (tmp_path / "cache" / "docstore").glob("*/index-v*")
+    build_id = json.loads((index / "meta.json").read_text())["build_id"]
+    offsets = index / "offsets.npy"
+    payload = bytearray(offsets.read_bytes())
+    payload[-16:-8] = bytes(8)  # one document's offset zeroed: same size, different bytes
+    offsets.write_bytes(bytes(payload))
+    again = json.loads((_record(mini, tmp_path / "b", "force=true") / "metrics.json").read_text())
+    assert "offsets.npy does not match its sha256" in caplog.text and "discarding and rebuilding" in caplog.text
+    assert json.loads((index / "meta.json").read_text())["build_id"] != build_id
+    assert again["stages"] == first["stages"]
+
+    corpus = Path(mini[1].split("=", 1)[1]) / "corpus.jsonl"
+    lines = corpus.read_bytes().splitlines(keepends=True)
+    lines[1], lines[2] = lines[2], lines[1]  # same bytes in another order: size unchanged, offsets now wrong
+    stat = corpus.stat()
+    corpus.write_bytes(b"".join(lines))
+    os.utime(corpus, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(DataError, match=r"corpus.jsonl: file changed after it was hashed"):
+        _record(mini, tmp_path / "c", "force=true")
+    rerun = json.loads((_record(mini, tmp_path / "d", "force=true") / "metrics.json").read_text())
+    assert rerun["protocol"]["dataset"]["files"]["corpus"] != first["protocol"]["dataset"]["files"]["corpus"]
+    assert rerun["stages"]["first_stage"] == first["stages"]["first_stage"]  # same documents, only reordered

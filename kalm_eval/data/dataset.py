@@ -37,6 +37,9 @@ class Dataset:
     # LMEB's reference evaluation does when a query has no scene). Part of the identity via files["candidates"].
     candidates: dict[str, tuple[str, ...]] | None = None
     policies: dict[str, str] = field(default_factory=dict)  # input policies (loaders.INPUT_POLICIES), in identity
+    # Judged queries left out by an input policy (benchmark.empty_queries=drop): known ids, not evaluated, so a
+    # given run that lists them is not "unknown" there.
+    dropped_queries: frozenset[str] = frozenset()
 
     def passage(self, doc_id: str) -> str:
         return self.corpus[doc_id].passage(self.joiner)

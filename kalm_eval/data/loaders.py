@@ -60,5 +60,6 @@ def _empty_queries(dataset: Dataset, policy: str) -> None:
                 "scored like any other (benchmark.empty_queries=keep; =drop leaves them out)")
     if policy == "drop":
         dropped = set(empty)
+        dataset.dropped_queries = frozenset(dropped)
         dataset.queries = {qid: q for qid, q in dataset.queries.items() if qid not in dropped}
         dataset.qrels = [q for q in dataset.qrels if q.query_id not in dropped]

@@ -51,6 +51,17 @@ def input_notes(invalid_utf8: str = "error") -> Iterator[InputNotes]:
         _NOTES.reset(token)
 
 
+def current_notes() -> InputNotes:
+    """The notes of the dataset load in progress (a throw-away default outside `input_notes()`)."""
+    return _NOTES.get() or InputNotes()
+
+
+def utf8_error(path: str | Path, lineno: int, byte: int, value: bytes) -> DataError:
+    """The error for bytes that are not UTF-8 under the policy `error` (`byte`: 1-based position in the line)."""
+    return DataError(f"{path}:{lineno}: not valid UTF-8 (byte {byte} of the line: {value!r}); fix the file, or set "
+                     "benchmark.invalid_utf8=replace to replace and count such bytes")
+
+
 def open_binary(path: str | Path) -> IO[bytes]:
     path = Path(path)
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
@@ -58,7 +69,7 @@ def open_binary(path: str | Path) -> IO[bytes]:
 
 def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, text without its line end) for every line, decoded as UTF-8 (see module docstring)."""
-    notes = _NOTES.get() or InputNotes()
+    notes = current_notes()
     with open_binary(path) as fh:
         for lineno, raw in enumerate(fh, start=1):
             if raw.endswith(b"\r\n"):
@@ -67,9 +78,7 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 if notes.invalid_utf8 != "replace":
-                    raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte {err.start + 1} of the line: "
-                                    f"{raw[err.start:err.start + 1]!r}); fix the file, or set "
-                                    "benchmark.invalid_utf8=replace to replace and count such bytes") from None
+                    raise utf8_error(path, lineno, err.start + 1, raw[err.start:err.start + 1]) from None
                 notes.invalid_utf8_lines.append(f"{path}:{lineno}")
                 text = raw.decode("utf-8", errors="replace")
             if lineno == 1 and text.startswith(BOM):

@@ -5,6 +5,11 @@ retriever families. A family = the `retriever=<name>` config choice: the datacla
     identity() -> dict                                 what shapes its rankings (goes into the run signature)
     retrieve(dataset, depth) -> Iterator[RankedList]   one ranking per judged query, in the dataset's query order
     tie_break: str                                     the rule its rankings follow for equal scores
+
+Families with corpus-side artefacts (`corpus_side=True`: the BM25 index, dense embedding shards) are built with
+context `cache_dir` (where those artefacts live), `workers` (who shares their construction) and `progress` (bars
+on or off), and offer `prepare(dataset, depth)`: the cooperative part of `retrieve` that every torchrun rank calls
+(it holds the barriers), after which `retrieve` on rank 0 only reads. Other families are built from their settings.
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ class RetrieverFamily:
     name: str
     settings: type
     retriever: type  # retriever(settings, **context) -> a retriever
+    corpus_side: bool = False  # builds corpus-side artefacts: takes cache_dir / workers / progress, has prepare()
 
     def build(self, settings: Any, **context: Any):
+        if not self.corpus_side:
+            context = {}
         return self.retriever(settings, **context) if context else self.retriever(settings)
 
 
@@ -44,9 +52,9 @@ def family(name: str) -> RetrieverFamily:
     return RETRIEVERS[name]
 
 
-register(RetrieverFamily("bm25", BM25Settings, BM25Retriever))
-register(RetrieverFamily("dense", DenseSettings, DenseRetriever))
-register(RetrieverFamily("kalm_embedding", DenseSettings, DenseRetriever))  # the paper's first stage, dense defaults
+register(RetrieverFamily("bm25", BM25Settings, BM25Retriever, corpus_side=True))
+register(RetrieverFamily("dense", DenseSettings, DenseRetriever, corpus_side=True))
+register(RetrieverFamily("kalm_embedding", DenseSettings, DenseRetriever, corpus_side=True))  # the paper's first stage, dense defaults
 register(RetrieverFamily("trec_run", TrecRunSettings, TrecRunRetriever))
 register(RetrieverFamily("mteb_predictions", MtebPredictionsSettings, MtebPredictionsRetriever))
 register(RetrieverFamily("top_ranked", TopRankedSettings, TopRankedRetriever))

@@ -50,9 +50,12 @@ class FirstStageRun:
 
 
 def first_stage(dataset: Dataset, spec: RetrieverSpec, cache_dir: Path, *, force: bool = False,
-                workers: Workers | None = None) -> FirstStageRun:
+                workers: Workers | None = None, progress: bool = True) -> FirstStageRun:
+    """The run of `spec` over `dataset`, cached under `cache_dir/first_stage/`. Corpus-side families (BM25 index,
+    dense shards) keep their artefacts under `cache_dir` too, and share building them between `workers`."""
     workers = workers or Workers()
-    retriever = family(spec.name).build(spec.settings)
+    fam = family(spec.name)
+    retriever = fam.build(spec.settings, cache_dir=cache_dir, workers=workers, progress=progress)
     source = retriever.identity()
     tie_break = getattr(retriever, "tie_break", TIE_BREAK)
     key = {"dataset": dataset.identity(), "source": source, "depth": spec.depth, "tie_break": tie_break}
@@ -61,6 +64,8 @@ def first_stage(dataset: Dataset, spec: RetrieverSpec, cache_dir: Path, *, force
     manifest_path = path.with_name(path.name.replace(".trec.gz", ".manifest.json"))
     if not workers.distributed:
         return _ensure(retriever, dataset, spec.depth, key, path, manifest_path, force)
+    if fam.corpus_side and (force or _cached(path, manifest_path, signature) is None):
+        retriever.prepare(dataset, spec.depth)  # every rank: shared corpus-side work, with its own barriers
     run = _ensure(retriever, dataset, spec.depth, key, path, manifest_path, force) if workers.is_main else None
     workers.barrier()  # the main worker has built (or found) it
     if run is None:

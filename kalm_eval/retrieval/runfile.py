@@ -68,18 +68,23 @@ def _parse(path: Path) -> Iterator[tuple[int, str, str, int, float]]:
 
 
 def read_trec_validated(
-    path: Path, *, queries: set[str], corpus, depth: int, ignore_identical_ids: bool, on_unknown: str, on_duplicate: str
+    path: Path, *, queries: set[str], corpus, depth: int, ignore_identical_ids: bool, on_unknown: str, on_duplicate: str,
+    dropped_queries: frozenset[str] = frozenset()
 ) -> tuple[list[RankedList], dict[str, int]]:
     """Read a user-supplied run, check it against the dataset, and re-rank it by our rules.
 
     on_unknown: "error" | "drop" — lines whose query or doc id the dataset does not know.
-    on_duplicate: "error" | "keep_first" — a doc listed twice for one query (first = higher score)."""
+    on_duplicate: "error" | "keep_first" — a doc listed twice for one query (first = higher score).
+    dropped_queries: judged queries an input policy left out; their lines are skipped and counted, not unknown."""
     if on_unknown not in ("error", "drop") or on_duplicate not in ("error", "keep_first"):
         raise ValueError("on_unknown must be error|drop and on_duplicate error|keep_first")
     per_query: dict[str, dict[str, tuple[float, int]]] = {}
     report = {"lines": 0, "unknown_query_lines": 0, "unknown_doc_lines": 0, "duplicate_lines": 0}
     for lineno, qid, doc_id, rank_value, score in _parse(path):
         report["lines"] += 1
+        if qid in dropped_queries and qid not in queries:
+            report["dropped_query_lines"] = report.get("dropped_query_lines", 0) + 1
+            continue
         for known, kind, key in ((qid in queries, "query", "unknown_query_lines"), (doc_id in corpus, "doc", "unknown_doc_lines")):
             if not known:
                 if on_unknown == "error":

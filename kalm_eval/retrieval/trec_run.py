@@ -50,7 +50,8 @@ class TrecRunRetriever:
             self.path, queries=set(dataset.queries), corpus=dataset.corpus,
             depth=depth if dataset.candidates is None else 1 << 62,  # scenes: cut after filtering
             ignore_identical_ids=dataset.quirks.ignore_identical_ids,
-            on_unknown=self.settings.on_unknown, on_duplicate=self.settings.on_duplicate)
+            on_unknown=self.settings.on_unknown, on_duplicate=self.settings.on_duplicate,
+            dropped_queries=dataset.dropped_queries)
         if dataset.candidates is not None:
             # LMEB scenes: a given run may rank the whole corpus; keep each query's scene docs, then its top `depth`.
             rankings, scene_report = restrict_to_candidates(rankings, dataset)

@@ -229,7 +229,7 @@ def test_fixture_is_what_mteb_itself_reads(reranking_repo):
 
 
 def test_top_ranked_lists_are_the_first_stage_in_given_order(tmp_path, reranking_repo):
-    common = ["benchmark=local", "+benchmark.source=mteb", f"+benchmark.mteb_repo={reranking_repo}",
+    common = ["benchmark=local", "benchmark.source=mteb", f"benchmark.mteb_repo={reranking_repo}",
               "benchmark.label=minirr", f"cache_dir={tmp_path / 'cache'}", "retriever=top_ranked"]
     [out] = run_overrides(*common, "retriever.depth=3", f"output_dir={tmp_path / 'run'}")
     runs = trec_rows(out / "run.first_stage.trec.gz")
