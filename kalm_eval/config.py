@@ -91,7 +91,7 @@ class RunConfig:
         resolved = {"results_dir": "results/runs", **resolved}
         benchmark = _benchmark(resolved.get("benchmark"))
         retriever = _retriever(resolved.get("retriever") or {})
-        reranker, model = _reranker_and_model(resolved.get("reranker") or {}, resolved.get("model") or {})
+        reranker, model = _reranker_and_model(resolved.get("reranker") or {}, resolved.get("model") or {}, retriever.depth)
         config = cls(
             benchmark=benchmark,
             retriever=retriever,
@@ -187,12 +187,15 @@ def _retriever_keyed(settings: Any) -> dict[str, Any]:
     return {k: v for k, v in vars(settings).items() if k not in ("batch_size", "device") and k not in logged_names}
 
 
-def _reranker_and_model(values: dict[str, Any], model_values: dict[str, Any]) -> tuple[RerankSettings | None, Any]:
+def _reranker_and_model(values: dict[str, Any], model_values: dict[str, Any],
+                        retriever_depth: int) -> tuple[RerankSettings | None, Any]:
     name = check_value("reranker.name", values.get("name", NO_RERANKER), str)
     if name == NO_RERANKER:
         return None, None
     chosen = reranker_family(name)
     values = dict(values)
+    if values.get("depth") is None:  # default: rerank everything the first stage returns
+        values["depth"] = retriever_depth
     compression = values.pop("compression", None)
     if chosen.uses_compression:
         values["compression"] = _compression_list(compression)

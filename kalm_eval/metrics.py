@@ -39,16 +39,35 @@ def definitions(depth: int, quirks: Quirks) -> dict:
     }
 
 
-def evaluate(name: str, rankings: Iterable[RankedList], qrels: list[Qrel], quirks: Quirks, depth: int) -> StageResult:
+def evaluate(name: str, rankings: Iterable[RankedList], qrels: list[Qrel], quirks: Quirks, depth: int,
+             block: int = 2000) -> StageResult:
+    """Per-query values of every measure over all judged queries, and their means. The run is consumed `block`
+    queries at a time (each query's value depends only on its own ranking and qrels), so memory does not grow
+    with the number of (query, candidate) pairs."""
     measures = measures_for(depth, quirks)
     judged = list(dict.fromkeys(q.query_id for q in qrels))
-    scored = list(_scored_docs(rankings, quirks))
+    qrels_of: dict[str, list[Qrel]] = {}
+    for qrel in qrels:
+        qrels_of.setdefault(qrel.query_id, []).append(qrel)
     per_query: dict[str, dict[str, float]] = {str(m): dict.fromkeys(judged, 0.0) for m in measures}
-    for metric in ir_measures.iter_calc(measures, qrels, scored):
-        if metric.query_id in per_query[str(metric.measure)]:
-            per_query[str(metric.measure)][metric.query_id] = float(metric.value)
+    for chunk in _blocks(rankings, block):
+        chunk_qrels = [q for ranking in chunk for q in qrels_of.get(ranking.query_id, ())]
+        for metric in ir_measures.iter_calc(measures, chunk_qrels, list(_scored_docs(chunk, quirks))):
+            if metric.query_id in per_query[str(metric.measure)]:
+                per_query[str(metric.measure)][metric.query_id] = float(metric.value)
     aggregate = {m: (sum(values.values()) / len(values) if values else 0.0) for m, values in per_query.items()}
     return StageResult(name=name, aggregate=aggregate, per_query=per_query, extra={"queries": len(judged)})
+
+
+def _blocks(rankings: Iterable[RankedList], size: int) -> Iterable[list[RankedList]]:
+    chunk: list[RankedList] = []
+    for ranking in rankings:
+        chunk.append(ranking)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _scored_docs(rankings: Iterable[RankedList], quirks: Quirks) -> Iterable[ScoredDoc]:

@@ -11,7 +11,7 @@ import contextlib
 import csv
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,34 +218,41 @@ class Reranking:
             self._write_cascade(plan, reranker, job, scores)
             return
         label = plan.variant.label
-        reranked, rows = self._rerank(job, scores.margin[label], scores.p_yes[label])
-        result = metrics.evaluate("reranked", reranked, self.dataset.qrels, self.dataset.quirks, self.cfg.retriever.depth)
+        margin, p_yes = scores.margin[label], scores.p_yes[label]
+        result = metrics.evaluate("reranked", self._reranked(job, margin), self.dataset.qrels, self.dataset.quirks,
+                                  self.cfg.retriever.depth)
         result.extra["recall_ceiling"] = self.state.first_stage_result.aggregate.get(f"R@{self.settings.depth}")
-        result.extra.update(metrics.roc_auc([r[0] for r in rows], [r[1] for r in rows], [r[4] for r in rows],
-                                            self.dataset.qrels, self.dataset.quirks))
+        query_ids, doc_ids = np.asarray(job.query_ids)[job.pair_query], np.asarray(job.doc_ids)[job.pair_doc]
+        result.extra.update(metrics.roc_auc(query_ids, doc_ids, margin.astype(np.float64), self.dataset.qrels,
+                                            self.dataset.quirks))
         latency = self._latency(reranker, plan.variant, self.settings.depth, scores)
         timings = {**self.state.timings, "encode_s": scores.counters.get("encode_seconds"),
                    "score_s": scores.variant_counters.get(label, {}).get("score_seconds"), "latency": latency,
                    "online_ms_per_query": self.settings.depth * latency["ms_per_pair_p50"] if latency else None}
         timings["total_s"] = time.perf_counter() - self.state.started
         counts = self._counts(job, scores, label)
-        _commit(self.state, plan.out, plan.protocol, [self.state.first_stage_result, result], {"reranked": reranked},
-                timings, counts, pair_rows=rows)
+        _commit(self.state, plan.out, plan.protocol, [self.state.first_stage_result, result],
+                {"reranked": lambda: self._reranked(job, margin)}, timings, counts,
+                pair_rows=lambda: self._score_rows(job, margin, p_yes))
 
-    def _rerank(self, job: RerankJob, margin: np.ndarray, p_yes: np.ndarray) -> tuple[list[RankedList], list[tuple]]:
-        """Each query's head ordered by margin (ties: first-stage rank), then the first-stage tail."""
-        reranked, rows = [], []
+    def _heads(self, job: RerankJob) -> Iterator[tuple[RankedList, range]]:
+        """Each query's first-stage ranking, streamed, with the span of its head's pairs in the job."""
         for q, ranking in enumerate(self.state.first_stage):
-            head = ranking.candidates[: self.settings.depth]
-            span = range(int(job.query_offsets[q]), int(job.query_offsets[q + 1]))
+            yield ranking, range(int(job.query_offsets[q]), int(job.query_offsets[q + 1]))
+
+    def _reranked(self, job: RerankJob, margin: np.ndarray) -> Iterator[RankedList]:
+        """Each query's head ordered by margin (ties: first-stage rank), then the first-stage tail; streamed."""
+        for ranking, span in self._heads(job):
+            head = ranking.candidates[: len(span)]
             margins = [float(margin[i]) for i in span]
-            probabilities = [float(p_yes[i]) for i in span]
             order = sorted(range(len(head)), key=lambda i: (-margins[i], i))
             new_head = [Candidate(head[i].doc_id, margins[i]) for i in order]
-            for i, cand in enumerate(head):
-                rows.append((ranking.query_id, cand.doc_id, i + 1, cand.score, margins[i], probabilities[i]))
-            reranked.append(RankedList(ranking.query_id, tuple(new_head + self._tail(ranking, new_head, len(head)))))
-        return reranked, rows
+            yield RankedList(ranking.query_id, tuple(new_head + self._tail(ranking, new_head, len(head))))
+
+    def _score_rows(self, job: RerankJob, margin: np.ndarray, p_yes: np.ndarray) -> Iterator[tuple]:
+        for ranking, span in self._heads(job):
+            for rank, (cand, i) in enumerate(zip(ranking.candidates, span), start=1):
+                yield ranking.query_id, cand.doc_id, rank, cand.score, float(margin[i]), float(p_yes[i])
 
     def _tail(self, ranking: RankedList, above: list[Candidate], depth: int) -> list[Candidate]:
         """First-stage order below the reranked part; written scores continue strictly below its lowest one."""
@@ -257,11 +264,10 @@ class Reranking:
     def _write_cascade(self, plan: RecordPlan, reranker: Reranker, job: RerankJob, scores: UnitScores) -> None:
         steps = self.settings.cascade
         stage_results, online, step_timings = [], 0.0, []
-        final, rows = None, []
         for k in range(1, len(steps) + 1):
-            final, rows = self._cascade_order(job, scores, steps[:k])
             name = "reranked" if k == len(steps) else f"cascade_{k}"
-            stage_results.append(metrics.evaluate(name, final, self.dataset.qrels, self.dataset.quirks,
+            rankings = (ranking for ranking, _ in self._cascade(job, scores, steps[:k]))
+            stage_results.append(metrics.evaluate(name, rankings, self.dataset.qrels, self.dataset.quirks,
                                                   self.cfg.retriever.depth))
             variant = Variant(f"r{steps[k - 1].compression}", {"compression": steps[k - 1].compression})
             latency = self._latency(reranker, variant, steps[k - 1].depth, scores)
@@ -278,7 +284,8 @@ class Reranking:
         timings["total_s"] = time.perf_counter() - self.state.started
         counts = self._counts(job, scores, f"r{steps[0].compression}")
         _commit(self.state, plan.out, plan.protocol, [self.state.first_stage_result, *stage_results],
-                {"reranked": final}, timings, counts, pair_rows=rows)
+                {"reranked": lambda: (ranking for ranking, _ in self._cascade(job, scores, steps))}, timings, counts,
+                pair_rows=lambda: (row for _, rows in self._cascade(job, scores, steps) for row in rows))
 
     def _cascade_score_seconds(self, job: RerankJob, steps, scores: UnitScores) -> float:
         """The cascade's own online cost from the measured seconds per pair at each step's r: every step k scores
@@ -293,12 +300,10 @@ class Reranking:
                 total += per_pair * int(np.minimum(heads, step.depth).sum())
         return total
 
-    def _cascade_order(self, job: RerankJob, scores: UnitScores, steps) -> tuple[list[RankedList], list[tuple]]:
+    def _cascade(self, job: RerankJob, scores: UnitScores, steps) -> Iterator[tuple[RankedList, list[tuple]]]:
         """Step k re-sorts the top depth_k of step k-1's order by its own margins (ties: step k-1's order); below
-        it, step k-1's order continues, then the first-stage tail. Score rows: each pair's deepest step."""
-        final, rows = [], []
-        for q, ranking in enumerate(self.state.first_stage):
-            span = np.arange(int(job.query_offsets[q]), int(job.query_offsets[q + 1]))
+        it, step k-1's order continues, then the first-stage tail. Score rows: each pair's deepest step. Streamed."""
+        for ranking, span in self._heads(job):
             head = ranking.candidates[: len(span)]
             order = list(range(len(head)))  # positions into head, current order
             deepest = {}  # position -> (step, margin, p_yes)
@@ -310,16 +315,13 @@ class Reranking:
                     deepest[i] = (k, margins[i], float(scores.p_yes[label][span[i]]))
                 ranked_top = sorted(range(len(top)), key=lambda j: (-margins[top[j]], j))
                 order = [top[j] for j in ranked_top] + order[step.depth:]
-            final_step = len(steps)
-            top_scores = [deepest[i][1] for i in order if deepest[i][0] == final_step]
+            top_scores = [deepest[i][1] for i in order if deepest[i][0] == len(steps)]
             cands = [Candidate(head[i].doc_id, deepest[i][1]) for i in order[: len(top_scores)]]
             floor = min(top_scores, default=0.0)
             cands += [Candidate(head[i].doc_id, floor - 1.0 - n) for n, i in enumerate(order[len(top_scores):])]
-            for i, cand in enumerate(head):
-                step, margin, p = deepest[i]
-                rows.append((ranking.query_id, cand.doc_id, i + 1, cand.score, margin, p))
-            final.append(RankedList(ranking.query_id, tuple(cands + self._tail(ranking, cands, len(head)))))
-        return final, rows
+            rows = [(ranking.query_id, cand.doc_id, i + 1, cand.score, deepest[i][1], deepest[i][2])
+                    for i, cand in enumerate(head)]
+            yield RankedList(ranking.query_id, tuple(cands + self._tail(ranking, cands, len(head)))), rows
 
     # ---- costs ------------------------------------------------------------------------------------------------
     def _latency(self, reranker: Reranker, variant: Variant, depth: int, scores: UnitScores) -> dict[str, Any] | None:
@@ -377,14 +379,15 @@ def _done(out: Path, signature: str, force: bool) -> bool:
 
 
 def _commit(state: RunState, out: Path, protocol: dict[str, Any], stages: list[StageResult],
-            runs: dict[str, list[RankedList]], timings: dict[str, Any], counts: dict[str, Any],
-            pair_rows: list[tuple] | None = None) -> None:
+            runs: dict[str, Callable[[], Iterable[RankedList]]], timings: dict[str, Any], counts: dict[str, Any],
+            pair_rows: Callable[[], Iterable[tuple]] | None = None) -> None:
+    """Write the record and its files; run files and score rows come from factories that stream them."""
     dataset = state.dataset
     writers = {"run.first_stage.trec.gz": lambda path: copy_atomic(state.first_stage.path, path)}
     for name, rankings in runs.items():
-        writers[f"run.{name}.trec.gz"] = lambda path, rankings=rankings, name=name: write_trec(path, rankings, tag=name)
+        writers[f"run.{name}.trec.gz"] = lambda path, rankings=rankings, name=name: write_trec(path, rankings(), tag=name)
     if pair_rows is not None:
-        writers["scores.reranked.tsv.gz"] = lambda path: _write_scores(path, pair_rows)
+        writers["scores.reranked.tsv.gz"] = lambda path: _write_scores(path, pair_rows())
     writers[PER_QUERY_FILE] = lambda path: _write_per_query(path, stages)
     files = {"first_stage_run": "run.first_stage.trec.gz", "per_query": PER_QUERY_FILE,
              **{f"{n}_run": f"run.{n}.trec.gz" for n in runs}}
@@ -403,7 +406,7 @@ def _commit(state: RunState, out: Path, protocol: dict[str, Any], stages: list[S
     log.info("%s  %s", out, "  ".join(f"{s.name} nDCG@10={s.aggregate['nDCG@10']:.5f}" for s in stages))
 
 
-def _write_scores(path: Path, rows: list[tuple]) -> None:
+def _write_scores(path: Path, rows: Iterable[tuple]) -> None:
     with atomic_open(path) as fh:
         fh.write(SCORES_HEADER + "\n")
         for row in rows:

@@ -169,3 +169,16 @@ def test_bm25_analysis_follows_the_benchmark_language():
     assert analysis("miracl/de") == ("de", "german")
     assert analysis("miracl/zh") == ("zh", None)
     assert analysis("miracl/sw") == (None, None)  # no stopword list or stemmer for Swahili: none rather than English
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["retriever.depth=5"], 5),                          # default: everything the first stage returns
+    (["retriever.depth=50", "reranker.depth=20"], 20),   # or an explicit smaller cut
+])
+def test_reranker_depth_defaults_to_the_retriever_depth(tmp_path, overrides, expected):
+    from kalm_eval.config import RunConfig
+
+    cfg = _compose("benchmark=beir/scifact", "retriever=bm25", "reranker=kalm", "model=tiny", *overrides,
+                   f"cache_dir={tmp_path / 'c'}", f"results_dir={tmp_path / 'r'}")
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert RunConfig.from_mapping(resolved, probe_paths=False).reranker.depth == expected

@@ -58,3 +58,13 @@ def test_evaluating_twice_gives_identical_numbers():
     first = evaluate("s", runs, QRELS, Quirks(), depth=10)
     second = evaluate("s", runs, QRELS, Quirks(), depth=10)
     assert first.aggregate == second.aggregate
+
+
+def test_blockwise_evaluation_equals_one_pass():
+    runs = [RankedList(f"q{i}", (Candidate("a", 1.0), Candidate(f"x{i}", 0.5), Candidate("b", 0.1))) for i in range(7)]
+    qrels = [Qrel(f"q{i}", doc, grade) for i in range(8) for doc, grade in (("a", i % 3), ("b", 1))]
+    whole = evaluate("s", runs, qrels, Quirks(), depth=10, block=100)
+    for block in (1, 2, 3):
+        blocked = evaluate("s", iter(runs), qrels, Quirks(), depth=10, block=block)
+        assert blocked.per_query == whole.per_query and blocked.aggregate == whole.aggregate
+    assert whole.per_query["nDCG@10"]["q7"] == 0.0 and whole.extra["queries"] == 8

@@ -131,7 +131,7 @@ def test_report_and_gate_on_tiny_model_results(sweep, tmp_path):
     ours = 100 * r4.value("reranked", "nDCG@10")
     assert f"{ours:.2f}" in line and "57.41†" in line and f"Δ {round(ours, 2) - 57.41:.2f}" in line
     assert any(verdict in line for verdict in ("OK", "OKish", "FAIL"))
-    assert sorted(p.name for p in out.plots) == ["ndcg_vs_r.beir.png", "pareto.beir.png"]
+    assert sorted(p.name for p in out.plots) == ["ndcg_vs_r.beir.png", "pareto.beir.png", "roc_auc_vs_r.png"]
     for plot in out.plots:
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
     latency = (tmp_path / "rep" / "latency.md").read_text()

@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
-from .batching import order_longest_first, run_in_batches
+from .batching import order_longest_first, run_in_batches, to_device
 from .model import LoadedModel
 from .pooled_cache import PooledStateCache
 from .pooling import POOLING_RULE, mep_pool, pooled_length
-from .prompts import ENCODER_TEMPLATE, pad_right, passage_token_ids
+from .prompts import ENCODER_TEMPLATE, pad_right, passage_token_ids_batch
 
 
 @dataclass
@@ -97,14 +97,13 @@ class PassageEncoder:
         """One encoder pass per passage (length-sorted batches); each batch is pooled at every compression, then dropped."""
         started = time.perf_counter()
         digests = list(texts)
-        ids_list = [passage_token_ids(self.loaded.tokenizer, texts[h], self.loaded.spec.doc_max_len) for h in digests]
+        ids_list = passage_token_ids_batch(self.loaded.tokenizer, [texts[h] for h in digests], self.loaded.spec.doc_max_len)
         encoder = self.loaded.model.get_encoder()
         device, pad_id = self.loaded.device, self.loaded.tokenizer.pad_token_id
         pooled: dict[int, dict[str, torch.Tensor]] = {r: {} for r in compressions}
 
         def encode_batch(rows: list[int]) -> list[None]:
-            ids, mask = pad_right([ids_list[i] for i in rows], pad_id)
-            ids, mask = ids.to(device), mask.to(device)
+            ids, mask = to_device(pad_right([ids_list[i] for i in rows], pad_id), device)
             hidden = encoder(input_ids=ids, attention_mask=mask, return_dict=True).last_hidden_state
             for compression in compressions:
                 states, _ = mep_pool(hidden, mask, compression)

@@ -80,6 +80,17 @@ def passage_token_ids(tokenizer: PreTrainedTokenizerBase, document: str, doc_max
     return list(tokenizer(text, add_special_tokens=False, truncation=True, max_length=doc_max_len)["input_ids"])
 
 
+def passage_token_ids_batch(tokenizer: PreTrainedTokenizerBase, documents: Sequence[str], doc_max_len: int
+                            ) -> list[list[int]]:
+    """`passage_token_ids` of many documents in one tokenizer call (a fast tokenizer encodes the batch in Rust:
+    ~2x faster than one call per passage). Same ids: each text is encoded alone, no padding."""
+    if not documents:
+        return []
+    texts = [encoder_text(document) for document in documents]
+    encoded = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=doc_max_len)["input_ids"]
+    return [list(ids) for ids in encoded]
+
+
 def pad_right(
     sequences: Sequence[Sequence[int]], pad_id: int, multiple_of: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:

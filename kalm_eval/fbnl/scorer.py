@@ -27,7 +27,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from kalm_eval.records import PairScore
 
-from .batching import order_longest_first, run_in_batches
+from .batching import order_longest_first, run_in_batches, to_device
 from .model import LoadedModel
 from kalm_eval.checkpoints import FP16_MESSAGE
 from .prompts import PAD_TO_MULTIPLE_OF, pad_right
@@ -91,8 +91,8 @@ class DecoderScorer:
         states = pad_sequence(list(passages), batch_first=True)  # zero padding
         lengths = torch.tensor([int(s.shape[0]) for s in passages])
         states_mask = (torch.arange(states.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)).long()
-        ids, mask = ids.to(device), mask.to(device)
-        states, states_mask = states.to(device, self.loaded.dtype), states_mask.to(device)
+        ids, mask, states, states_mask = to_device((ids, mask, states, states_mask), device)
+        states = states.to(self.loaded.dtype)
 
         hidden = self.decoder(
             input_ids=ids,

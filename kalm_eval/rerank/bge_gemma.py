@@ -35,20 +35,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from kalm_eval.checkpoints import tokenizer_fingerprint
 from kalm_eval.errors import ConfigError
-from kalm_eval.fbnl.batching import order_longest_first, run_in_batches
 from kalm_eval.knobs import knob
 from kalm_eval.storage import sha256_text
 
 from kalm_eval.records import PairScore
 
-from .base import PairwiseReranker
 from .hf_common import (
+    TokenIdReranker,
     TORCH_DTYPES,
     BaselineModelSettings,
-    describe,
     parse_settings,
-    resolve_device_dtype,
-    resolve_source,
 )
 
 DEFAULT_PROMPT = ("Given a query A and a passage B, determine whether the passage contains an answer to the query "
@@ -80,20 +76,15 @@ class BgeGemmaSettings(BaselineModelSettings):
         return self.query_max_length if self.query_max_length is not None else self.max_length * 3 // 4
 
 
-class BgeGemmaReranker(PairwiseReranker):
+class BgeGemmaReranker(TokenIdReranker):
     name = "bge_gemma"
 
     def __init__(self, settings: BgeGemmaSettings, *, batch_size: int) -> None:
-        if batch_size < 1:
-            raise ConfigError(f"reranker.batch_size={batch_size!r}: must be >= 1")
         if settings.effective_query_max_length > settings.max_length:
             # Keeps FlagEmbedding's only_second truncation well defined (the query can never eat the budget).
             raise ConfigError(f"model.query_max_length={settings.query_max_length}: must be <= model.max_length="
                               f"{settings.max_length}")
-        self.settings = settings
-        self.batch_size = batch_size
-        self.source = resolve_source(settings)
-        self.device, self.dtype = resolve_device_dtype(settings)
+        super().__init__(settings, batch_size=batch_size)
         self.tokenizer = AutoTokenizer.from_pretrained(self.source.load_from, revision=self.source.revision)
         if self.tokenizer.pad_token_id is None:
             raise ValueError(f"{self.source.checkpoint}: the tokenizer has no pad token (FlagEmbedding pads with it)")
@@ -135,9 +126,6 @@ class BgeGemmaReranker(PairwiseReranker):
             "score": SCORE_RULE,
         }
 
-    def describe_device(self) -> dict[str, Any]:
-        return describe(self.device, self.dtype)
-
     def encode(self, triples: Sequence[tuple[str, str | None, str]]) -> list[list[int]]:
         """Token ids of each pair in FlagEmbedding's layout (see the module docstring)."""
         if not triples:
@@ -158,13 +146,6 @@ class BgeGemmaReranker(PairwiseReranker):
                 second = second[:-excess] if self.tokenizer.truncation_side == "right" else second[excess:]
             sequences.append(first + second + self.sep_ids + self.prompt_ids)
         return sequences
-
-    def score_pairs(self, triples: Sequence[tuple[str, str | None, str]]) -> list[PairScore]:
-        sequences = self.encode(triples)
-        order = order_longest_first([len(ids) for ids in sequences])
-        by_index = run_in_batches(order, self.batch_size,
-                                  lambda chunk: self._score_batch([sequences[i] for i in chunk]))
-        return [by_index[i] for i in range(len(sequences))]
 
     @torch.inference_mode()
     def _score_batch(self, sequences: list[list[int]]) -> list[PairScore]:

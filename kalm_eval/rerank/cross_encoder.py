@@ -29,15 +29,12 @@ from kalm_eval.knobs import knob
 
 from kalm_eval.records import PairScore
 
-from .base import PairwiseReranker
 from .hf_common import (
+    CheckpointReranker,
     OOM_ERRORS,
     TORCH_DTYPES,
     BaselineModelSettings,
-    describe,
     parse_settings,
-    resolve_device_dtype,
-    resolve_source,
 )
 
 SCORE_RULE = ("margin = the raw relevance logit (CrossEncoder.predict with activation_fn=Identity, float32); "
@@ -51,18 +48,13 @@ class CrossEncoderSettings(BaselineModelSettings):
     trust_remote_code: bool = knob(False, doc="run the checkpoint's own modelling code (gte, jina need it)")
 
 
-class CrossEncoderReranker(PairwiseReranker):
+class CrossEncoderReranker(CheckpointReranker):
     name = "cross_encoder"
 
     def __init__(self, settings: CrossEncoderSettings, *, batch_size: int) -> None:
         from sentence_transformers import CrossEncoder  # heavy import only when this family is used
 
-        if batch_size < 1:
-            raise ConfigError(f"reranker.batch_size={batch_size!r}: must be >= 1")
-        self.settings = settings
-        self.batch_size = batch_size
-        self.source = resolve_source(settings)
-        self.device, self.dtype = resolve_device_dtype(settings)
+        super().__init__(settings, batch_size=batch_size)
         self.model = CrossEncoder(
             self.source.load_from,
             revision=self.source.revision,
@@ -105,9 +97,6 @@ class CrossEncoderReranker(PairwiseReranker):
             "predict_default_activation": self.default_activation,
             "score": SCORE_RULE,
         }
-
-    def describe_device(self) -> dict[str, Any]:
-        return describe(self.device, self.dtype)
 
     def score_pairs(self, triples: Sequence[tuple[str, str | None, str]]) -> list[PairScore]:
         if not triples:

@@ -13,6 +13,7 @@ or a job array resumed with another world size produce byte-identical run files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -86,10 +87,16 @@ class RerankJob:
         return max(1, math.ceil(self.unique_texts / self.chunk_passages))
 
     def fingerprint(self) -> str:
-        """Everything the units' contents depend on, apart from the reranker: pairs, passage texts, queries."""
-        return signature_of({"query_ids": self.query_ids, "queries": self.queries, "doc_ids": self.doc_ids,
-                             "digests": self.digests, "pair_query": self.pair_query.tolist(),
-                             "pair_doc": self.pair_doc.tolist(), "chunk_passages": self.chunk_passages})
+        """Everything the units' contents depend on, apart from the reranker: pairs, passage texts, queries.
+        Hashed piece by piece (no JSON of a million pairs in memory)."""
+        digest = hashlib.sha256(f"{UNIT_FORMAT}|chunk_passages={self.chunk_passages}|".encode())
+        for part in (self.query_ids, [json.dumps(q, ensure_ascii=False) for q in self.queries], self.doc_ids,
+                     self.digests):
+            digest.update(len(part).to_bytes(8, "little"))
+            for item in part:
+                digest.update(item.encode("utf-8") + b"\0")
+        digest.update(self.pair_query.astype("<i4").tobytes() + self.pair_doc.astype("<i4").tobytes())
+        return digest.hexdigest()
 
     def chunk_of_docs(self) -> np.ndarray:
         n = self.chunks

