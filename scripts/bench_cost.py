@@ -627,6 +627,8 @@ class Bench:
         self.block(shape, variants, build_s)
         del loaded, pooled, variants
         gc.collect()
+        if shape not in a.encode_sizes:
+            return
         # Offline cost: the encoder of this size (built alone), on the subset's passages, beside Nano's.
         started = time.perf_counter()
         encoder_model = build_random_kalm(shape, dtype=self.dtype_name, parts="encoder", tokenizer=self.tokenizer,
@@ -824,6 +826,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--passages", type=int, default=8, help="... over at least this many unique passages")
     p.add_argument("--subset", default="", help="pairs per big model, e.g. large=2,qwen3-reranker-4b=2 (CPU defaults: "
                    + ",".join(f"{k}={v}" for k, v in DEFAULT_SUBSET_CPU.items()) + "; CUDA: every pair)")
+    p.add_argument("--encode-sizes", default="small,large",
+                   help="sizes whose encoder (offline cost) is timed; '' for none (a Large encoder built alone takes "
+                        "~18 GB of host memory in bf16 on CPU)")
     p.add_argument("--encode-passages", default="large=1,small=1", help="passages timed per size encoder")
     p.add_argument("--batch-size", type=int, default=None, help="online/reference batch (default: cpu 16, cuda 64)")
     p.add_argument("--encode-batch-size", type=int, default=16)
@@ -859,6 +864,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.ref_ratios = [int(x) for x in args.ref_ratios.split(",") if x]
     args.size_reference_ratios = [int(x) for x in args.size_reference_ratios.split(",") if x]
     args.sizes = [s for s in args.sizes.split(",") if s and s != "nano"]
+    args.encode_sizes = [s for s in args.encode_sizes.split(",") if s]
     args.baselines = [b for b in args.baselines.split(",") if b]
     for name in args.sizes:
         if name not in KALM_SHAPES:
