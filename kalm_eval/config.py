@@ -13,7 +13,6 @@ working directory unless `results_dir`/`output_dir` say otherwise.
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import os
 import tempfile
