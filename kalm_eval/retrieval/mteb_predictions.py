@@ -157,25 +157,28 @@ class MtebPredictionsRetriever:
         report = {"queries_in_file": len(predictions), "pairs": 0, "unknown_query_ids": 0, "unknown_doc_ids": 0,
                   "tied_docs": 0}
         cut = depth if dataset.candidates is None else 1 << 62  # scenes: cut after filtering
+
+        def unknown(kind: str, what: str) -> None:
+            """An id the dataset does not know: refused naming it, or dropped and counted (retriever.on_unknown)."""
+            if not drop:
+                raise DataError(f"{path}: {what}; retriever.on_unknown=drop to skip)")
+            report[f"unknown_{kind}_ids"] += 1
+
         rankings: list[RankedList] = []
         for qid, docs in predictions.items():
             if not isinstance(docs, dict):
                 raise DataError(f"{path}: {where}[{qid!r}] must map doc ids to scores, got {type(docs).__name__}")
             if qid not in dataset.queries:
-                if not drop:
-                    raise DataError(f"{path}: {where}[{qid!r}]: unknown query id {qid!r} (not a judged query of "
-                                    f"{dataset.name} {dataset.split}; retriever.on_unknown=drop to skip)")
-                report["unknown_query_ids"] += 1
+                unknown("query", f"{where}[{qid!r}]: unknown query id {qid!r} (not a judged query of "
+                                 f"{dataset.name} {dataset.split}")
                 continue
             scored: list[tuple[str, float]] = []
             for doc_id, score in docs.items():
                 if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
                     raise DataError(f"{path}: {where}[{qid!r}][{doc_id!r}]: score {score!r} is not a finite number")
                 if doc_id not in dataset.corpus:
-                    if not drop:
-                        raise DataError(f"{path}: {where}[{qid!r}][{doc_id!r}]: unknown doc id {doc_id!r} (not in the "
-                                        f"corpus of {dataset.name}; retriever.on_unknown=drop to skip)")
-                    report["unknown_doc_ids"] += 1
+                    unknown("doc", f"{where}[{qid!r}][{doc_id!r}]: unknown doc id {doc_id!r} (not in the corpus of "
+                                   f"{dataset.name}")
                     continue
                 scored.append((doc_id, float(score)))
             report["pairs"] += len(scored)
