@@ -34,9 +34,11 @@ query-side tokens attending to k keys and c cross-attended inputs:
   2 t d (Hq + 2 Hkv) h + 2 t Hq h d + 2 t d I m      (Q/K/V/O projections, MLP)
   + 2 c d (2 Hkv h)                                  (cross K/V projections of the pooled states, KaLM decoder)
   + 4 t k Hq h                                       (QK^T and AV)
-KaLM online, per pair: L layers with t = q real prompt tokens, k = (q + 1) / 2 causal self keys + m pooled keys,
-c = m = ceil(n / r); plus the 2 answer rows (2 x 2 d). Reference: + the encoder (t = n passage tokens, k = min(n,
-window), no cross) per pair, + the full-vocabulary head 2 q d V at every prompt position. Causal-LM baselines: t =
+KaLM decoder, per pair: L layers with t = q real prompt tokens, k = (q + 1) / 2 causal self keys + m pooled keys,
+c = m = ceil(n / r). KaLM online: L - 1 such layers, then the last layer with t = 1 (the scored position, k = q + m)
+plus the K/V projections of the other q - 1 positions, plus the 2 answer rows (2 x 2 d). Reference: the whole
+decoder (L layers at every position), + the encoder (t = n passage tokens, k = min(n, window), no cross) per pair,
++ the full-vocabulary head 2 q d V at every prompt position. Causal-LM baselines: t =
 T pair tokens, k = (T + 1) / 2, + one head row set (logits_to_keep=1: 2 d V). Padding is not counted (useful work).
 
     python scripts/bench_cost.py                                   # CPU default (~15-20 min on 2 cores, bf16)
@@ -269,8 +271,16 @@ class StackDims:
         attention = 4 * t * k * self.heads * self.head_dim
         return proj + mlp + cross + attention
 
+    def kalm_decoder(self, q: int, m: int) -> float:
+        """The stock decoder forward over the prompt (every layer at every position), as the reference runs it."""
+        return self.layers * self.layer(q, (q + 1) / 2 + m, m)
+
     def kalm_online(self, q: int, m: int) -> float:
-        return self.layers * self.layer(q, (q + 1) / 2 + m, m) + 2 * 2 * self.d
+        """KaLM's online path: L-1 layers at every position; the last layer's K/V at every position (self + cross),
+        its query, output, MLP and attention at the scored position only; the 2 answer rows."""
+        last_kv = 2 * (q - 1) * self.d * 2 * self.kv_heads * self.head_dim  # the other q-1 rows' K/V
+        return ((self.layers - 1) * self.layer(q, (q + 1) / 2 + m, m) + self.layer(1, q + m, m) + last_kv
+                + 2 * 2 * self.d)
 
     def vocab_head(self, positions: int) -> float:
         return 2 * positions * self.d * self.vocab
@@ -308,7 +318,7 @@ class Variant:
     units: int  # pairs (or passages for encode, or matmul calls for ceiling)
     unit: str  # "pair" | "passage" | "call"
     flops: float  # per call, FLOP model
-    run: Callable[[], Any]
+    run: Callable[[], Any] | None
     warmup: Callable[[], Any] | None = None
     companion: str | None = None  # key of the Nano variant timed on the same pairs (relative cost)
     ceiling: str | None = None  # key of the ceiling variant of the same shapes
@@ -485,10 +495,17 @@ class Bench:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         run_block(name, variants, self.args.repeats, self.timer, self.log)
-        info = {"block": name, "variants": [v.key for v in variants], "build_s": round(build_s, 1)}
+        info = {"block": name, "variants": [v.key for v in variants], "build_s": round(build_s, 1),
+                "max_rss_gib": round(max_rss_gib(), 2)}
         if self.device.type == "cuda":
             info["max_memory_allocated_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         self.blocks.append(info)
+        self.log(f"    peak RSS so far {info['max_rss_gib']:.2f} GiB")
+        for v in variants:  # the closures hold the block's model and scorers: free them before the next block
+            v.run = v.warmup = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     # ---- workload facts ---------------------------------------------------------------------------------------
     def prepare(self, work: Workload, tokenizer) -> None:
@@ -505,8 +522,10 @@ class Bench:
             return self.all_rows
         return spread_subset([a + b for a, b in zip(self.q_len, self.n_len)], k)
 
-    def kalm_flops(self, dims: StackDims, rows: Sequence[int], r: int) -> float:
-        return sum(dims.kalm_online(self.q_len[i], pooled_length(self.n_len[i], r)) for i in rows)
+    def kalm_flops(self, dims: StackDims, rows: Sequence[int], r: int, reference: bool = False) -> float:
+        """FLOP model of the online path (reference=True: the stock decoder forward, without the vocabulary head)."""
+        per_pair = dims.kalm_decoder if reference else dims.kalm_online
+        return sum(per_pair(self.q_len[i], pooled_length(self.n_len[i], r)) for i in rows)
 
     # ---- KaLM ---------------------------------------------------------------------------------------------------
     def pooled_for(self, loaded: LoadedModel, rows: Sequence[int], ratios: Sequence[int]) -> dict[int, list[torch.Tensor]]:
@@ -556,7 +575,7 @@ class Bench:
             states = pooled[r]
             variants.append(self.add(Variant(
                 key=f"ref-same/nano/r{r}", kind="ref-same", model="reference-style (same pooled states)", shape="nano",
-                r=r, units=len(rows), unit="pair", flops=self.kalm_flops(dims, rows, r) + head,
+                r=r, units=len(rows), unit="pair", flops=self.kalm_flops(dims, rows, r, reference=True) + head,
                 run=lambda states=states: ref.score(prompts, states),
                 warmup=None if self._full_warmup else (lambda states=states: ref.score(prompts[:2], states[:2])),
                 companion=f"online/nano/r{r}", ceiling="ceiling/nano")))
@@ -576,6 +595,7 @@ class Bench:
             reranker = KalmReranker(nano, compression=[r], batch_size=a.batch_size, encode_batch_size=a.encode_batch_size)
             reference = ReferenceScorer(nano, batch_size=a.batch_size)
             online = self.kalm_flops(dims, rows, r)
+            stock = self.kalm_flops(dims, rows, r, reference=True)
             variants.append(self.add(Variant(
                 key=f"ours-e2e/nano/r{r}", kind="ours-e2e", model="KalmReranker (encode once + decoder)",
                 shape="nano", r=r, units=len(rows), unit="pair", flops=enc_flops + online,
@@ -584,7 +604,7 @@ class Bench:
                 ceiling="ceiling/nano", extra={"passages": len(docs)})))
             variants.append(self.add(Variant(
                 key=f"ref-e2e/nano/r{r}", kind="ref-e2e", model="ReferenceScorer (encode per pair + full forward)",
-                shape="nano", r=r, units=len(rows), unit="pair", flops=enc_pair_flops + online + head,
+                shape="nano", r=r, units=len(rows), unit="pair", flops=enc_pair_flops + stock + head,
                 run=lambda reference=reference, r=r: reference.score(triples, r),
                 warmup=None if self._full_warmup else (lambda reference=reference, r=r: reference.score(triples[:2], r)),
                 companion=f"ours-e2e/nano/r{r}", ceiling="ceiling/nano")))
@@ -620,7 +640,7 @@ class Bench:
             states = pooled[r]
             variants.append(self.add(Variant(
                 key=f"ref-same/{shape}/r{r}", kind="ref-same", model="reference-style (same pooled states)",
-                shape=shape, r=r, units=len(rows), unit="pair", flops=self.kalm_flops(dims, rows, r) + head,
+                shape=shape, r=r, units=len(rows), unit="pair", flops=self.kalm_flops(dims, rows, r, reference=True) + head,
                 run=lambda states=states, ref=ref, prompts=prompts: ref.score(prompts, states),
                 warmup=None if self._full_warmup else (lambda states=states, ref=ref, prompts=prompts: ref.score([p[:16] for p in prompts[:1]], [s[:4] for s in states[:1]])),
                 companion=f"online/{shape}/r{r}", ceiling=f"ceiling/{shape}")))
@@ -679,6 +699,13 @@ class Bench:
 # ---------------------------------------------------------------------------------------------------------------
 # Summaries
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def max_rss_gib() -> float:
+    """Peak resident set of this process so far (Linux: ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def stats(values: Sequence[float]) -> dict[str, float]:
@@ -832,7 +859,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--encode-passages", default="large=1,small=1", help="passages timed per size encoder")
     p.add_argument("--batch-size", type=int, default=None, help="online/reference batch (default: cpu 16, cuda 64)")
     p.add_argument("--encode-batch-size", type=int, default=16)
-    p.add_argument("--attn", default=None, choices=["sdpa", "eager"], help="attention kernel (default: sdpa)")
+    p.add_argument("--attn", default="auto", choices=["auto", "grouped", "sdpa", "eager"],
+                   help="attention kernel of every model (auto: grouped on CPU, sdpa on CUDA, as model.attn_implementation)")
     p.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     p.add_argument("--cache-dir", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "cache")
     p.add_argument("--synthetic", action="store_true", help="synthetic workload even when SciFact is there")
@@ -878,8 +906,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.encode_passages = parse_mapping(args.encode_passages)
     if args.batch_size is None:
         args.batch_size = 64 if args.device == "cuda" else 16
-    if args.attn is None:
-        args.attn = "sdpa"
+    if args.attn == "auto":
+        from kalm_eval.fbnl.spec import AUTO_ATTENTION
+
+        args.attn = AUTO_ATTENTION[args.device]
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
     if args.device == "cuda" and not torch.cuda.is_available():

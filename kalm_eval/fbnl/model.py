@@ -36,6 +36,7 @@ from transformers import (
 from kalm_eval.checkpoints import local_weights_fingerprint, tokenizer_fingerprint
 from kalm_eval.storage import canonical_json
 
+from . import attention  # noqa: F401  (registers attn_implementation="grouped" with transformers)
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
             revision=revision,
             config=config,
             dtype=spec.torch_dtype(),
-            attn_implementation=spec.attn_implementation,
+            attn_implementation=spec.resolved_attn_implementation(),
             ignore_mismatched_sizes=True,  # only the (shrunk) vision tower may mismatch; checked right below
             output_loading_info=True,
         )

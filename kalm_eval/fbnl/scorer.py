@@ -7,6 +7,9 @@ tied output embedding; margin = z_yes - z_no in float32; P(yes) = sigmoid(margin
 
 What it skips, and why that is exact:
 * the encoder: pooled states come from the PassageStore (computed once per passage);
+* the last decoder layer at every position but the scored one: its keys and values need all positions, its
+  query, output projection and MLP only the last (last_position_hidden: the layer's own modules, wired as
+  T5Gemma2DecoderLayer wires them; fp32 equal to the full forward, tests/fbnl);
 * full-vocabulary logits at every position: only 2 rows x 1 position are needed. The LM head is a plain
   bias-free linear layer tied to the embedding; the final norm is already applied inside the decoder; final
   logit soft-capping is applied if the config sets it (the KaLM configs do not). The two logits are computed
@@ -18,12 +21,15 @@ floating-point summation order).
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.t5gemma2.modeling_t5gemma2 import eager_attention_forward, rotate_half
 
 from kalm_eval.records import PairScore
 
@@ -94,15 +100,7 @@ class DecoderScorer:
         ids, mask, states, states_mask = to_device((ids, mask, states, states_mask), device)
         states = states.to(self.loaded.dtype)
 
-        hidden = self.decoder(
-            input_ids=ids,
-            attention_mask=mask,
-            encoder_hidden_states=states,
-            encoder_attention_mask=states_mask,
-            use_cache=False,
-            return_dict=True,
-        ).last_hidden_state  # [B, S, d], final norm applied
-        last = hidden[torch.arange(hidden.shape[0], device=device), mask.sum(dim=1) - 1]  # [B, d]
+        last = last_position_hidden(self.decoder, ids, mask, states, states_mask)  # [B, d], final norm applied
         logits = torch.nn.functional.linear(last, self.answer_weight, self.answer_bias)  # [B, 2], model dtype
         if self.softcap is not None:
             logits = torch.tanh(logits / self.softcap) * self.softcap
@@ -112,3 +110,62 @@ class DecoderScorer:
         margins = (logits[:, 0] - logits[:, 1]).cpu()
         probabilities = torch.sigmoid(margins)
         return [PairScore(float(m), float(p)) for m, p in zip(margins.tolist(), probabilities.tolist())]
+
+
+class _InputsOfLastLayer(Exception):
+    """Raised by a pre-hook to stop the decoder right before its last layer, carrying that layer's inputs."""
+
+    def __init__(self, arguments: dict):
+        super().__init__("decoder stopped before its last layer")
+        self.arguments = arguments
+
+
+def last_position_hidden(decoder: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, states: torch.Tensor,
+                         states_mask: torch.Tensor) -> torch.Tensor:
+    """The decoder's final-normed hidden state at each row's last real prompt position, [B, d].
+
+    Layers 1..L-1 run as the stock decoder runs them (its own masks and rotary tables); the last layer computes
+    keys/values at every position (self and cross) but query, attention output, MLP and the final norm only at the
+    scored position: 1/L of the decoder's work is skipped, the scored row's arithmetic is unchanged."""
+    layer = decoder.layers[decoder.config.num_hidden_layers - 1]
+
+    def capture(module, args, kwargs):
+        raise _InputsOfLastLayer(inspect.signature(module.forward).bind(*args, **kwargs).arguments)
+
+    handle = layer.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        decoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=states, encoder_attention_mask=states_mask,
+                use_cache=False, return_dict=True)
+        raise RuntimeError("the decoder's last layer was never called")
+    except _InputsOfLastLayer as stop:
+        inputs = stop.arguments
+    finally:
+        handle.remove()
+    hidden, merged_mask = inputs["hidden_states"], inputs["merged_attention_mask"]
+    cos, sin = inputs["position_embeddings"]
+    cross = inputs["encoder_hidden_states"]
+    batch = hidden.shape[0]
+    rows = torch.arange(batch, device=hidden.device)
+    last = mask.sum(dim=1) - 1
+    attention = layer.self_attn
+    head_dim = attention.head_dim
+
+    def heads(x: torch.Tensor, projection: torch.nn.Module) -> torch.Tensor:  # [B, T, d] -> [B, H, T, head_dim]
+        return projection(x).view(x.shape[0], x.shape[1], -1, head_dim).transpose(1, 2)
+
+    normed = layer.pre_self_attn_layernorm(hidden)
+    cos, sin = cos.expand(batch, -1, -1), sin.expand(batch, -1, -1)  # [B, S, head_dim]
+    keys = attention.k_norm(heads(normed, attention.k_proj))
+    keys = keys * cos.unsqueeze(1) + rotate_half(keys) * sin.unsqueeze(1)
+    values = heads(normed, attention.v_proj)
+    query = attention.q_norm(heads(normed[rows, last].unsqueeze(1), attention.q_proj))
+    query = query * cos[rows, last][:, None, None] + rotate_half(query) * sin[rows, last][:, None, None]
+    keys = torch.cat([keys, attention.k_norm(heads(cross, attention.k_proj))], dim=2)
+    values = torch.cat([values, heads(cross, attention.v_proj)], dim=2)
+    kernel = ALL_ATTENTION_FUNCTIONS.get_interface(attention.config._attn_implementation, eager_attention_forward)
+    output, _ = kernel(attention, query, keys, values, merged_mask[rows, :, last].unsqueeze(2), dropout=0.0,
+                       scaling=attention.scaling)
+    output = attention.o_proj(output.reshape(batch, 1, -1))
+    out = hidden[rows, last].unsqueeze(1) + layer.post_self_attn_layernorm(output)
+    out = out + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(out)))
+    return decoder.norm(out)[:, 0]

@@ -12,6 +12,8 @@ from kalm_eval.checkpoints import DTYPES, FP16_MESSAGE, FP16_NAMES, resolve_devi
 from kalm_eval.errors import ConfigError
 from kalm_eval.knobs import from_mapping, knob
 SYNTHETIC = ("tiny",)
+# attn_implementation=auto: the kernel measured fastest per device type (fbnl/attention.py, docs/cost.md).
+AUTO_ATTENTION = {"cpu": "grouped", "cuda": "sdpa"}
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,8 @@ class ModelSpec:
     device: str = knob("auto", logged=True, doc="auto | cpu | cuda | cuda:N")
     doc_max_len: int = knob(1024, minimum=1)
     query_max_len: int = knob(512, minimum=1)
-    attn_implementation: str = knob("sdpa", choices=("sdpa", "eager"))
+    attn_implementation: str = knob("auto", choices=("auto", "grouped", "sdpa", "eager"),
+                                    doc="attention kernel; auto = grouped on CPU, sdpa on CUDA (recorded resolved)")
     seed: int = knob(0, minimum=0, doc="synthetic models only")
 
     def __post_init__(self) -> None:
@@ -53,6 +56,11 @@ class ModelSpec:
 
     def resolved_dtype(self) -> str:
         return resolve_dtype(self.dtype, self.device)
+
+    def resolved_attn_implementation(self) -> str:
+        if self.attn_implementation != "auto":
+            return self.attn_implementation
+        return AUTO_ATTENTION.get(self.resolved_device().type, "sdpa")
 
     def torch_dtype(self):
         return torch_dtype(self.resolved_dtype())

@@ -123,7 +123,7 @@ def build_tiny_model(seed: int = 0, dtype: str = "float32", spec: ModelSpec | No
     spec = spec or ModelSpec(name="tiny", dtype=dtype, device="cpu", seed=seed)
     seed = spec.seed
     tokenizer = build_tiny_tokenizer()
-    config = t5gemma2_config(TINY_TEXT_CONFIG, spec.attn_implementation)
+    config = t5gemma2_config(TINY_TEXT_CONFIG, spec.resolved_attn_implementation())
     assert len(tokenizer) <= config.decoder.vocab_size
     model = random_t5gemma2(config, seed=seed, std=0.1).to(spec.torch_dtype())
     return finish_model(model, tokenizer, spec, checkpoint="random:tiny", revision=None,

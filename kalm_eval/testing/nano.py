@@ -29,7 +29,7 @@ def build_random_nano(
     spec = spec or ModelSpec(name="random-nano", hf_id="random:nano", revision="none", dtype=dtype, device="cpu", seed=seed)
     if tokenizer is None:
         tokenizer = gemma3_tokenizer_or_none() or build_tiny_tokenizer()
-    config = t5gemma2_config(NANO_TEXT_CONFIG, spec.attn_implementation)
+    config = t5gemma2_config(NANO_TEXT_CONFIG, spec.resolved_attn_implementation())
     model = random_t5gemma2(config, seed=seed, std=0.02).to(spec.torch_dtype())
     return finish_model(model, tokenizer, spec, checkpoint="random:nano", revision=None,
                    weights_fingerprint=f"random:nano:seed={seed}:config={config_hash(config)}")

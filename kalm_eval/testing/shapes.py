@@ -33,7 +33,7 @@ from transformers import (
 from transformers.initialization import no_init_weights
 
 from kalm_eval.fbnl.model import LoadedModel, finish_model
-from kalm_eval.fbnl.spec import ModelSpec
+from kalm_eval.fbnl.spec import AUTO_ATTENTION, ModelSpec
 from kalm_eval.fbnl.synthetic import NANO_TEXT_CONFIG, config_hash, t5gemma2_config
 from kalm_eval.testing.baselines import real_shape_config
 
@@ -145,29 +145,33 @@ def kalm_config(shape: str, parts: str = "full", attn_implementation: str = "sdp
 
 
 def build_random_kalm(shape: str, *, dtype: str = "bfloat16", parts: str = "full", seed: int = 0,
-                      tokenizer: PreTrainedTokenizerBase, device: str = "cpu", attn_implementation: str = "sdpa",
+                      tokenizer: PreTrainedTokenizerBase, device: str = "cpu", attn_implementation: str = "auto",
                       std: float = 0.02) -> LoadedModel:
     """A KaLM-shaped T5Gemma 2 with random weights, built directly in `dtype`.
 
     parts: "full"; "decoder" (the online path and the full-logits head: the encoder keeps one layer); "encoder"
     (the offline passage encoder: the decoder keeps one layer). Large in bf16 is then ~7.8 GB instead of ~14 GB."""
-    config = kalm_config(shape, parts, attn_implementation)
+    spec = ModelSpec(name=f"random-{shape}", hf_id=f"random:{shape}", revision="none", dtype=dtype, device=device,
+                     seed=seed, attn_implementation=attn_implementation)
+    config = kalm_config(shape, parts, spec.resolved_attn_implementation())
     torch_dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
     with _built_in(torch_dtype, device):
         model = T5Gemma2ForConditionalGeneration(config)
     model.tie_weights()
     fill_random_(model, seed, std)
     model.eval().requires_grad_(False)
-    spec = ModelSpec(name=f"random-{shape}", hf_id=f"random:{shape}", revision="none", dtype=dtype, device=device,
-                     seed=seed, attn_implementation=attn_implementation)
     return finish_model(model, tokenizer, spec, checkpoint=f"random:{shape}:{parts}", revision=None,
                         weights_fingerprint=f"random:{shape}:{parts}:seed={seed}:config={config_hash(config)}")
 
 
 def build_random_baseline(name: str, *, dtype: str = "bfloat16", seed: int = 0, device: str = "cpu",
-                          attn_implementation: str = "sdpa", std: float = 0.02) -> torch.nn.Module:
-    """A baseline model in its real shape (baselines.REAL_SHAPES) with random weights, on `device`, eval mode."""
+                          attn_implementation: str = "auto", std: float = 0.02) -> torch.nn.Module:
+    """A baseline model in its real shape (baselines.REAL_SHAPES) with random weights, on `device`, eval mode.
+    attn_implementation "auto": the KaLM models' per-device choice (fbnl/spec.py AUTO_ATTENTION), so a cost
+    comparison runs every model on the same attention kernel."""
     config: PretrainedConfig = real_shape_config(name)
+    if attn_implementation == "auto":
+        attn_implementation = AUTO_ATTENTION.get(torch.device(device).type, "sdpa")
     config._attn_implementation = attn_implementation
     torch_dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
     auto = AutoModelForSequenceClassification if BASELINE_ROWS[name][1] == "cross_encoder" else AutoModelForCausalLM

@@ -113,13 +113,87 @@ def test_nano_shape_exactness_long_and_batched(nano_fp32, ratio):
         assert max(abs(s.margin - e) for s, e in zip(scores, expected)) <= TOL
 
 
-def test_eager_attention_matches_sdpa(tiny):
+@pytest.mark.parametrize("kernel", ["eager", "sdpa"])
+def test_attention_kernels_agree(tiny, kernel):
+    """The tiny fixture runs the CPU default (grouped); eager and sdpa give the same margins."""
     from kalm_eval.fbnl.spec import ModelSpec
     from kalm_eval.fbnl.synthetic import build_tiny_model
 
-    eager = build_tiny_model(spec=ModelSpec(name="tiny", attn_implementation="eager", dtype="float32", device="cpu"))
-    assert eager.identity["attn_implementation"] == "eager"
+    assert tiny.identity["attn_implementation"] == "grouped"
+    other = build_tiny_model(spec=ModelSpec(name="tiny", attn_implementation=kernel, dtype="float32", device="cpu"))
+    assert other.identity["attn_implementation"] == kernel
     for ratio in (1, 4):
         _, a = _scores(tiny, ratio)
-        _, b = _scores(eager, ratio)
+        _, b = _scores(other, ratio)
         assert max(abs(x.margin - y.margin) for xs, ys in zip(a, b) for x, y in zip(xs, ys)) <= TOL
+
+
+@pytest.mark.parametrize("mask_kind", ["bool", "additive", "per_head", "none_causal"])
+def test_grouped_kernel_matches_torch_sdpa(mask_kind):
+    """Grouped-query attention folded into two matmuls == torch's sdpa with repeated K/V, for every mask form."""
+    from types import SimpleNamespace
+
+    from kalm_eval.fbnl.attention import grouped_attention
+
+    g = torch.Generator().manual_seed(0)
+    batch, heads, kv_heads, q_len, k_len, dim = 3, 6, 2, 5, 9, 16
+    query = torch.randn(batch, heads, q_len, dim, generator=g)
+    key, value = (torch.randn(batch, kv_heads, k_len, dim, generator=g) for _ in range(2))
+    allowed = torch.rand(batch, 1, q_len, k_len, generator=g) > 0.3
+    allowed[..., 0] = True
+    if mask_kind == "per_head":
+        allowed = allowed.expand(batch, heads, q_len, k_len).clone()
+        allowed[:, 1, :, 1:] = False  # one head sees only key 0
+    expected_mask = {"none_causal": torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len)}.get(mask_kind, allowed)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query, key.repeat_interleave(heads // kv_heads, 1), value.repeat_interleave(heads // kv_heads, 1),
+        attn_mask=expected_mask, scale=0.3).transpose(1, 2)
+    mask = {"bool": allowed, "per_head": allowed, "none_causal": None,
+            "additive": torch.where(allowed, 0.0, torch.finfo(torch.float32).min)}[mask_kind]
+    got, weights = grouped_attention(SimpleNamespace(training=False, is_causal=True), query, key, value, mask,
+                                     scaling=0.3)
+    assert weights is None and got.shape == (batch, q_len, heads, dim)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_grouped_kernel_fully_masked_row_is_finite():
+    from types import SimpleNamespace
+
+    from kalm_eval.fbnl.attention import grouped_attention
+
+    query, key = torch.randn(1, 2, 2, 4), torch.randn(1, 1, 3, 4)
+    mask = torch.ones(1, 1, 2, 3, dtype=torch.bool)
+    mask[0, 0, 1] = False  # a padding row that may attend nothing (sdpa would give NaN)
+    got, _ = grouped_attention(SimpleNamespace(training=False), query, key, key, mask)
+    assert torch.isfinite(got).all()
+
+
+@pytest.mark.parametrize("last_layer", ["full_attention", "sliding_attention"])
+def test_last_position_hidden_equals_full_decoder(last_layer):
+    """The scorer's last layer, computed at the scored position only, == the stock decoder's last hidden state there
+    (ragged prompts, ragged pooled states, a sliding window of 8 that long prompts cross)."""
+    from torch.nn.utils.rnn import pad_sequence
+
+    from kalm_eval.fbnl.prompts import pad_right
+    from kalm_eval.fbnl.scorer import last_position_hidden
+    from kalm_eval.fbnl.spec import ModelSpec
+    from kalm_eval.fbnl.synthetic import TINY_TEXT_CONFIG, random_t5gemma2, t5gemma2_config
+
+    text = dict(TINY_TEXT_CONFIG, layer_types=["full_attention", "sliding_attention"][:: 1 if last_layer == "sliding_attention" else -1])
+    model = random_t5gemma2(t5gemma2_config(text, ModelSpec(name="tiny", device="cpu").resolved_attn_implementation()),
+                            seed=1, std=0.1).eval()
+    decoder = model.get_decoder()
+    assert decoder.config.layer_types[-1] == last_layer
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(3, 200, (n,), generator=g).tolist() for n in (3, 17, 11, 24)]
+    ids, mask = pad_right(prompts, 0, 8)
+    lengths = [5, 1, 12, 7]
+    states = pad_sequence([torch.randn(n, text["hidden_size"], generator=g) for n in lengths], batch_first=True)
+    states_mask = (torch.arange(states.shape[1])[None] < torch.tensor(lengths)[:, None]).long()
+    with torch.inference_mode():
+        full = decoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=states,
+                       encoder_attention_mask=states_mask, use_cache=False).last_hidden_state
+        expected = full[torch.arange(len(prompts)), mask.sum(1) - 1]
+        got = last_position_hidden(decoder, ids, mask, states, states_mask)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert not decoder.layers[-1]._forward_pre_hooks  # the capture hook is gone

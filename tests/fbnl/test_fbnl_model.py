@@ -9,6 +9,7 @@ from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from kalm_eval.errors import ConfigError
+from kalm_eval.knobs import from_mapping
 from kalm_eval.fbnl.model import LoadedModel, answer_token_id, finish_model, load_model
 from kalm_eval.fbnl.spec import ModelSpec
 from kalm_eval.fbnl.synthetic import TINY_TEXT_CONFIG, build_model, build_tiny_model, random_t5gemma2, t5gemma2_config
@@ -35,9 +36,13 @@ def test_spec_defaults_and_pinned_presets():
     hf_id, revision = pinned_checkpoint("small")  # pins live in conf/model/*.yaml only
     assert hf_id == "KaLM-Embedding/KaLM-Reranker-V1-Small" and len(revision) == 40
     spec = ModelSpec(name="small", hf_id=hf_id, revision=revision)
-    assert spec.doc_max_len == 1024 and spec.query_max_len == 512 and spec.attn_implementation == "sdpa"
+    assert spec.doc_max_len == 1024 and spec.query_max_len == 512 and spec.attn_implementation == "auto"
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert spec.resolved_device().type == expected
+    assert spec.resolved_attn_implementation() == {"cpu": "grouped", "cuda": "sdpa"}[expected]
+    assert ModelSpec(name="tiny", device="cpu", attn_implementation="sdpa").resolved_attn_implementation() == "sdpa"
+    with pytest.raises(ConfigError, match="attn_implementation"):
+        from_mapping(ModelSpec, {"name": "tiny", "attn_implementation": "flash"}, prefix="model")
     assert ModelSpec(name="tiny", device="cpu").resolved_dtype() == "float32"  # reference: fp32 on CPU
     assert ModelSpec(path="/some/dir").synthetic is False  # a local path needs no hub id
     with pytest.raises(ConfigError, match="model.dtype='int8'"):
