@@ -46,18 +46,23 @@ def test_part_configs_keep_one_layer_of_the_other_stack():
 
 
 def test_flop_model_same_states_ratio_is_the_documented_band(bench):
-    """Full-vocabulary head over the prompt vs decoder only: 2.51-2.67x for Nano at SciFact lengths and r >= 4 (the
-    pooled keys' K/V projections and attention grow at r = 1, so the head's share, and the ratio, shrink)."""
+    """Reference (stock decoder + full-vocabulary head over the prompt) vs the online path. The head alone is worth
+    2.49-2.64x for Nano at SciFact lengths and r >= 4 (the issue's 2.51-2.67x band; at r = 1 the pooled keys' K/V
+    projections and attention grow, so the head's share shrinks); the last layer at the scored position only adds
+    ~5 % (1/18 of the decoder), 2.62-2.78x in all."""
     nano = bench.StackDims.of_kalm("nano")
 
-    def ratio(dims, q, n, r):
+    def ratios(dims, q, n, r):
         m = -(-n // r)
-        return (dims.kalm_online(q, m) + dims.vocab_head(q)) / dims.kalm_online(q, m)
+        reference = dims.kalm_decoder(q, m) + dims.vocab_head(q)
+        return reference / dims.kalm_decoder(q, m), reference / dims.kalm_online(q, m)
 
     for q, n, r in [(72, 300, 4), (78, 366, 4), (72, 300, 32), (90, 200, 32), (78, 366, 8)]:
-        assert 2.49 < ratio(nano, q, n, r) < 2.67, (q, n, r)
-    assert 2.1 < ratio(nano, 78, 366, 1) < 2.3
-    assert 1.1 < ratio(bench.StackDims.of_kalm("large"), 72, 300, 4) < 1.3  # a 4B decoder dwarfs its head
+        head_only, decoupled = ratios(nano, q, n, r)
+        assert 2.49 < head_only < 2.64 and 2.62 < decoupled < 2.78, (q, n, r)
+        assert 1.04 < decoupled / head_only < 1.06
+    assert 2.1 < ratios(nano, 78, 366, 1)[0] < 2.3
+    assert 1.1 < ratios(bench.StackDims.of_kalm("large"), 72, 300, 4)[1] < 1.3  # a 4B decoder dwarfs its head
 
 
 def test_flop_model_relative_costs(bench):
@@ -66,9 +71,9 @@ def test_flop_model_relative_costs(bench):
     nano, large = bench.StackDims.of_kalm("nano"), bench.StackDims.of_kalm("large")
     q4b = bench.StackDims.of_baseline("qwen3-reranker-4b")
     q06 = bench.StackDims.of_baseline("qwen3-reranker-0.6b")
-    assert round(q06.causal_lm(1059) / nano.kalm_online(43, 256), 1) == 84.8  # paper 42.4x
-    assert round(q4b.causal_lm(1059) / large.kalm_online(43, 256), 1) == 21.7  # paper 236.8 / 43.7 = 5.4x
-    assert round(large.kalm_online(43, 256) / nano.kalm_online(43, 256), 1) == 29.6  # paper 43.7x
+    assert round(q06.causal_lm(1059) / nano.kalm_online(43, 256), 1) == 88.2  # paper 42.4x
+    assert round(q4b.causal_lm(1059) / large.kalm_online(43, 256), 1) == 22.1  # paper 236.8 / 43.7 = 5.4x
+    assert round(large.kalm_online(43, 256) / nano.kalm_online(43, 256), 1) == 30.2  # paper 43.7x
     m3 = bench.StackDims.of_baseline("bge-reranker-v2-m3")
     assert m3.mlp_mats == 2 and m3.heads == m3.kv_heads == 16 and m3.head_dim == 64
 
