@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # One GPU check in one call (<= 8 minutes on an H200): install what is missing, then
+#   0. the attention kernels side by side (scripts/bench_attention.py: grouped vs sdpa vs eager), $OUT/attention.log;
 #   1. the cost benchmark on CUDA (scripts/bench_cost.py: online vs reference-style, Nano/Small/Large, baselines,
 #      machine ceiling, MFU vs the device's bf16 peak, torch.cuda.max_memory_allocated), JSON in $OUT/cost.json;
 #   2. a Nano-shape SciFact rerank on CUDA through KalmReranker (engine units, then the warm latency probe):
@@ -56,12 +57,18 @@ elif ! "$PYTHON" -c "import hydra, bm25s, Stemmer" 2>/dev/null; then common+=(--
 if [ -n "${PEAK_TFLOPS:-}" ]; then common+=(--peak-tflops "$PEAK_TFLOPS"); fi
 if [ "$QUICK" = 1 ]; then
   bench=(--quick --repeats 1); rerank_queries=${RERANK_QUERIES:-2}; rerank=(--rerank-depth 10); limit1=900; limit2=300
+  attention=(--repeats 1 --batch 4); limit0=300
 else
   # GPU default: every model on every pair (64+), all r, reference rows at every r, baselines incl. Qwen3-4B.
   bench=(--ref-ratios 1,4,32 --e2e-ratios 1,4,32 --size-reference-ratios 4 --repeats 5); rerank_queries=${RERANK_QUERIES:-300}
   rerank=()
-  limit1=330; limit2=150
+  attention=(--batch 64); limit0=40; limit1=290; limit2=150
 fi
+
+# ---- 0. attention kernels (what model.attn_implementation=auto should pick on this device) ------------------------
+echo "== attention kernels (${DEVICE}) =="
+timeout "$limit0" "$PYTHON" scripts/bench_attention.py --device "$DEVICE" "${attention[@]}" 2>&1 | grep -v -i "warning" \
+  | tee "$OUT/attention.log"
 
 # ---- 1. cost benchmark ----------------------------------------------------------------------------------------
 echo "== cost benchmark (${DEVICE}) =="

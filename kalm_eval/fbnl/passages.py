@@ -114,7 +114,8 @@ class PassageEncoder:
                 on_batch(len(rows))
             return [None] * len(rows)
 
-        run_in_batches(order_longest_first([len(t) for t in ids_list]), self.encode_batch_size, encode_batch)
+        lengths = [len(t) for t in ids_list]
+        run_in_batches(order_longest_first(lengths), self.encode_batch_size, encode_batch, lengths=lengths)
         stats.passages_encoded += len(digests)
         stats.tokens_encoded += sum(len(t) for t in ids_list)
         stats.encode_seconds += time.perf_counter() - started

@@ -162,7 +162,7 @@ class TokenIdReranker(CheckpointReranker):
 
     def score_pairs(self, triples: Sequence[tuple[str, str | None, str]]) -> list[PairScore]:
         sequences = self.encode(triples)
-        order = order_longest_first([len(ids) for ids in sequences])
-        by_index = run_in_batches(order, self.batch_size,
-                                  lambda chunk: self._score_batch([sequences[i] for i in chunk]))
+        lengths = [len(ids) for ids in sequences]
+        by_index = run_in_batches(order_longest_first(lengths), self.batch_size,
+                                  lambda chunk: self._score_batch([sequences[i] for i in chunk]), lengths=lengths)
         return [by_index[i] for i in range(len(sequences))]

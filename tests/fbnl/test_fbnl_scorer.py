@@ -68,6 +68,29 @@ def test_run_in_batches_gives_up_at_batch_size_one():
         run_in_batches([0, 1, 2], 2, always_oom)
 
 
+@pytest.mark.parametrize("lengths", [[629, 600, 580, 400, 390, 380, 300, 174, 170, 90],
+                                     [512] * 40, [1000, 1, 1, 1], list(range(300, 0, -7))])
+def test_padding_bounded_batches(lengths):
+    """Sorted longest first: every index once, in order; <= batch size; padding <= MAX_PADDING unless one row; a
+    batch only ends early where the next row would have broken the bound; equal lengths give full batches."""
+    from kalm_eval.fbnl.batching import MAX_PADDING, order_longest_first
+
+    order = order_longest_first(lengths)
+    seen: list[list[int]] = []
+    run_in_batches(order, 16, lambda rows: seen.append(rows) or [None] * len(rows), lengths=lengths)
+    assert [i for rows in seen for i in rows] == order
+    start = 0
+    for rows in seen:
+        padded = len(rows) * lengths[rows[0]]
+        assert len(rows) <= 16 and (len(rows) == 1 or sum(lengths[i] for i in rows) >= (1 - MAX_PADDING) * padded)
+        following = order[start + len(rows)] if start + len(rows) < len(order) else None
+        if len(rows) < 16 and following is not None:  # ended early: the next row would pass the bound
+            assert sum(lengths[i] for i in rows) + lengths[following] < (1 - MAX_PADDING) * (padded + lengths[rows[0]])
+        start += len(rows)
+    if len(set(lengths)) == 1:
+        assert [len(rows) for rows in seen] == [16, 16, 8]
+
+
 def test_non_finite_logits_raise_with_fp16_hint(tiny, monkeypatch):
     reranker = _reranker(tiny)
     monkeypatch.setattr(reranker.scorer, "answer_weight", reranker.scorer.answer_weight * float("nan"))
