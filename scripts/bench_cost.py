@@ -41,7 +41,7 @@ decoder (L layers at every position), + the encoder (t = n passage tokens, k = m
 + the full-vocabulary head 2 q d V at every prompt position. Causal-LM baselines: t =
 T pair tokens, k = (T + 1) / 2, + one head row set (logits_to_keep=1: 2 d V). Padding is not counted (useful work).
 
-    python scripts/bench_cost.py                                   # CPU default (~15-20 min on 2 cores, bf16)
+    python scripts/bench_cost.py                                   # CPU default (~14 min, 1 thread, bf16; peak RSS ~10 GiB)
     python scripts/bench_cost.py --quick                           # CI-sized smoke (Nano + Qwen3-0.6B, 1-2 min)
     python scripts/bench_cost.py --device cuda --output cost.json  # GPU: + MFU vs the device's bf16 peak, memory
     kalm-eval-report cost_benchmark=cost.json                      # the report's "measured (device)" column
@@ -854,8 +854,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--subset", default="", help="pairs per big model, e.g. large=2,qwen3-reranker-4b=2 (CPU defaults: "
                    + ",".join(f"{k}={v}" for k, v in DEFAULT_SUBSET_CPU.items()) + "; CUDA: every pair)")
     p.add_argument("--encode-sizes", default="small,large",
-                   help="sizes whose encoder (offline cost) is timed; '' for none (a Large encoder built alone takes "
-                        "~18 GB of host memory in bf16 on CPU)")
+                   help="sizes whose encoder (offline cost) is timed; '' for none")
     p.add_argument("--encode-passages", default="large=1,small=1", help="passages timed per size encoder")
     p.add_argument("--batch-size", type=int, default=None, help="online/reference batch (default: cpu 16, cuda 64)")
     p.add_argument("--encode-batch-size", type=int, default=16)

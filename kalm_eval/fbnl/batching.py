@@ -42,8 +42,8 @@ MAX_PADDING = 0.10
 
 
 def padding_bounded(order: Sequence[int], start: int, batch_size: int, lengths: Sequence[int]) -> int:
-    """How many rows of order[start:] (sorted longest first) form the next batch: at most batch_size, and no more
-    than keep padding <= MAX_PADDING of the batch's padded tokens (always at least one row)."""
+    """How many rows of order[start:] (sorted longest first) form the next batch: at most batch_size, and only as
+    many as keep its padding <= MAX_PADDING of its padded tokens (always at least one row)."""
     longest = max(1, lengths[order[start]])
     rows, real = 1, lengths[order[start]]
     while rows < batch_size and start + rows < len(order):
