@@ -87,16 +87,13 @@ ROC_AUC_DEFINITION = ("scikit-learn roc_auc_score of the reranker margin; positi
 def roc_auc(query_ids: list[str], doc_ids: list[str], scores: list[float], qrels: list[Qrel],
             quirks: Quirks) -> dict[str, float | int | None]:
     """ROC-AUC of a reranker's scores over its reranked pairs (see ROC_AUC_DEFINITION); None where undefined."""
-    from sklearn import config_context
-    from sklearn.metrics import roc_auc_score
-
-    with config_context(skip_parameter_validation=True):  # inputs are built right here; validation cost ~3 ms/call
-        return _roc_auc(query_ids, doc_ids, scores, qrels, quirks, roc_auc_score)
-
-
-def _roc_auc(query_ids: list[str], doc_ids: list[str], scores: list[float], qrels: list[Qrel], quirks: Quirks,
-             roc_auc_score) -> dict[str, float | int | None]:
     import numpy as np
+    from sklearn import config_context
+    from sklearn.metrics import roc_auc_score as sklearn_roc_auc
+
+    def roc_auc_score(labels: np.ndarray, values: np.ndarray) -> float:
+        with config_context(skip_parameter_validation=True):  # inputs are built right here; validation ~3 ms/call
+            return sklearn_roc_auc(labels, values)
 
     relevant = {(q.query_id, q.doc_id) for q in qrels if q.relevance >= quirks.relevance_threshold}
     labels = np.array([(q, d) in relevant for q, d in zip(query_ids, doc_ids)], dtype=bool)

@@ -1,12 +1,14 @@
 #!/usr/bin/env python
 """Which attention kernel per device: grouped vs sdpa vs eager, side by side in one run, on KaLM's own shapes.
 
-Two levels, each as warm-up then --repeats interleaved repetitions (order alternating), median [min-max]:
-  kernel   the attention call alone on one Nano decoder batch (--batch prompts of --prompt tokens attending to their
-           causal prefix + --pooled pooled states; 4 query heads on 1 KV head, head_dim 256)
-  online   KaLM's whole online path (DecoderScorer, Nano shape, random weights) on the same prompts and pooled states,
-           one model per kernel
-and the scores of every kernel against sdpa's (max |delta margin|). model.attn_implementation=auto takes the kernel
+Three comparisons, each as warm-up then --repeats interleaved repetitions (order alternating), median [min-max]:
+  kernel      the attention call alone on one Nano decoder batch (--batch prompts of --prompt tokens attending to
+              their causal prefix + --pooled pooled states; 4 query heads on 1 KV head, head_dim 256)
+  online      KaLM's whole online path (DecoderScorer, Nano shape, random weights) on the same prompts and pooled
+              states, one model per kernel; and the scores of every kernel against sdpa's (max |delta margin|)
+  last layer  the decoder's hidden state at the scored positions as DecoderScorer computes it (last layer at the
+              scored position only: fbnl/scorer.py last_position_hidden) vs the stock decoder forward + gather,
+              same model (the auto kernel) and batch, and the largest difference between the two model.attn_implementation=auto takes the kernel
 measured fastest per device type (kalm_eval/fbnl/spec.py AUTO_ATTENTION); rerun this on a new device type.
 
     python scripts/bench_attention.py                      # CPU, bf16, 1 thread
@@ -19,7 +21,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -29,40 +30,34 @@ import torch  # noqa: E402
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS  # noqa: E402
 from transformers.models.t5gemma2.modeling_t5gemma2 import eager_attention_forward  # noqa: E402
 
-from kalm_eval.fbnl.scorer import DecoderScorer  # noqa: E402
+from kalm_eval.fbnl.prompts import pad_right  # noqa: E402
+from kalm_eval.fbnl.scorer import DecoderScorer, last_position_hidden  # noqa: E402
+from kalm_eval.fbnl.spec import resolve_attn_implementation  # noqa: E402
 from kalm_eval.fbnl.tiny_tokenizer import build_tiny_tokenizer  # noqa: E402
 from kalm_eval.testing.shapes import build_random_kalm  # noqa: E402
+from scripts.bench_cost import Timer  # noqa: E402
 
 KERNELS = ("grouped", "sdpa", "eager")
 
 
-def timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    started = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - started
-
-
 def interleaved(calls: dict, repeats: int, device: torch.device) -> dict[str, list[float]]:
+    timer = Timer(device)
     for fn in calls.values():
         fn()
     seconds: dict[str, list[float]] = {name: [] for name in calls}
     for rep in range(repeats):
         for name in (list(calls) if rep % 2 == 0 else list(reversed(calls))):
-            seconds[name].append(timed(calls[name], device))
+            seconds[name].append(timer(calls[name])[0])
     return seconds
 
 
-def show(title: str, seconds: dict[str, list[float]], unit: float, label: str) -> None:
-    base = statistics.median(seconds["sdpa"])
+def show(title: str, seconds: dict[str, list[float]], unit: float, label: str, base: str = "sdpa") -> None:
+    reference = statistics.median(seconds[base])
     print(title)
     for name, values in seconds.items():
         ms = [1000 * s / unit for s in values]
-        print(f"  {name:<8} {statistics.median(ms):9.3f} ms/{label} [{min(ms):.3f}-{max(ms):.3f}]   "
-              f"sdpa / {name} = {base / statistics.median(values):.2f}x")
+        print(f"  {name:<10} {statistics.median(ms):9.3f} ms/{label} [{min(ms):.3f}-{max(ms):.3f}]   "
+              f"{base} / {name} = {reference / statistics.median(values):.2f}x")
 
 
 def main() -> None:
@@ -109,7 +104,27 @@ def main() -> None:
     show(f"online (DecoderScorer, Nano shape, {b} pairs):", interleaved(online, a.repeats, device), b, "pair")
     for name in KERNELS:
         delta = max(abs(x - y) for x, y in zip(scores[name], scores["sdpa"]))
-        print(f"  {name:<8} max |delta margin| vs sdpa {delta:.2e}")
+        print(f"  {name:<10} max |delta margin| vs sdpa {delta:.2e}")
+
+    auto = scorers[resolve_attn_implementation("auto", a.device)]
+    decoder, loaded = auto.decoder, auto.loaded
+    ids, mask = (t.to(device) for t in pad_right(prompts, loaded.tokenizer.pad_token_id, 8))
+    padded = torch.nn.utils.rnn.pad_sequence(states, batch_first=True).to(device, dtype)
+    padded_mask = (torch.arange(padded.shape[1])[None] < lengths[:, None]).long().to(device)
+    rows, last = torch.arange(b, device=device), mask.sum(1) - 1
+
+    def stock() -> torch.Tensor:
+        return decoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=padded,
+                       encoder_attention_mask=padded_mask, use_cache=False).last_hidden_state[rows, last]
+
+    def scored_row() -> torch.Tensor:
+        return last_position_hidden(decoder, ids, mask, padded, padded_mask)
+
+    with torch.inference_mode():
+        seconds = interleaved({"full": stock, "scored-row": scored_row}, a.repeats, device)
+        delta = (stock().float() - scored_row().float()).abs().max().item()
+    show(f"last layer ({loaded.identity['attn_implementation']} kernel, {b} pairs):", seconds, b, "pair", base="full")
+    print(f"  max |delta hidden| scored-row vs full {delta:.2e}")
     print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 

@@ -905,10 +905,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.encode_passages = parse_mapping(args.encode_passages)
     if args.batch_size is None:
         args.batch_size = 64 if args.device == "cuda" else 16
-    if args.attn == "auto":
-        from kalm_eval.fbnl.spec import AUTO_ATTENTION
+    from kalm_eval.fbnl.spec import resolve_attn_implementation
 
-        args.attn = AUTO_ATTENTION[args.device]
+    args.attn = resolve_attn_implementation(args.attn, args.device)
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -2,9 +2,10 @@
 
 Why: T5Gemma 2 has few KV heads (Nano: 4 query heads share 1 KV head). transformers' sdpa path repeats K/V per
 query head and calls torch's CPU flash kernel per head on short rows; folding the query heads of one KV head into
-the row dimension turns attention into two larger matmuls per KV head. Measured on the development CPU (bf16, one
-thread, a Nano decoder batch: 16 x 88 prompt tokens, 208 keys, 4:1 GQA): 8.4 ms vs 18.8 ms for sdpa, the same
-output within bf16 rounding (scripts/bench_cost.py; docs/cost.md). On CUDA sdpa's fused kernels stay the choice.
+the row dimension turns attention into two larger matmuls per KV head. Measured on the development CPU with
+`python scripts/bench_attention.py` (bf16, one thread, a Nano decoder batch of 16 x 80 prompt tokens + 92 pooled
+states, 4:1 GQA): 6.9 ms vs 14.4 ms per call for sdpa, the whole online path 1.07x faster (docs/cost.md). On CUDA
+sdpa's fused kernels stay the choice.
 
 Numerics follow transformers' eager path: scores in the model dtype, scaled, soft-capped and softmaxed in float32,
 masked positions get the float32 minimum (so a fully masked padding row gives finite values, never NaN). Masks

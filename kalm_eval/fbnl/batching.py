@@ -34,10 +34,10 @@ def order_longest_first(lengths: Sequence[int | tuple[int, ...]]) -> list[int]:
 
 
 # A batch stops growing before its padding would exceed this fraction of its padded tokens. Why: a few long and
-# many short passages in one batch cost the longest length for every row (quadratically in attention). Measured on
-# the development CPU (Nano encoder, bf16, 1 thread, 10 SciFact passages of 174-629 tokens, batch size 16): one
-# padded batch 1098 ms/passage; bounded at 25 % padding 593; at 10 % 509; one passage at a time 481. Batches of
-# similar lengths (a sorted unit of hundreds of passages) stay full.
+# many short passages in one batch cost the longest length for every row (quadratically in attention). The cost
+# benchmark's Nano encode of 10 SciFact passages (174-629 tokens, batch size 16, bf16, 1 thread) went from 1080 to
+# 515 ms/passage (results/cost/cost.cpu.before-padding-bound.json vs cost.cpu.run1.json). Batches of similar
+# lengths (a sorted unit of hundreds of passages) stay full.
 MAX_PADDING = 0.10
 
 

@@ -21,6 +21,7 @@ floating-point summation order).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from collections.abc import Callable, Sequence
@@ -120,6 +121,11 @@ class _InputsOfLastLayer(Exception):
         self.arguments = arguments
 
 
+@functools.cache
+def _forward_signature(layer_type: type) -> inspect.Signature:
+    return inspect.signature(layer_type.forward)  # once per layer class, not per batch
+
+
 def last_position_hidden(decoder: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, states: torch.Tensor,
                          states_mask: torch.Tensor) -> torch.Tensor:
     """The decoder's final-normed hidden state at each row's last real prompt position, [B, d].
@@ -130,7 +136,7 @@ def last_position_hidden(decoder: torch.nn.Module, ids: torch.Tensor, mask: torc
     layer = decoder.layers[decoder.config.num_hidden_layers - 1]
 
     def capture(module, args, kwargs):
-        raise _InputsOfLastLayer(inspect.signature(module.forward).bind(*args, **kwargs).arguments)
+        raise _InputsOfLastLayer(_forward_signature(type(module)).bind(module, *args, **kwargs).arguments)
 
     handle = layer.register_forward_pre_hook(capture, with_kwargs=True)
     try:

@@ -16,6 +16,13 @@ SYNTHETIC = ("tiny",)
 AUTO_ATTENTION = {"cpu": "grouped", "cuda": "sdpa"}
 
 
+def resolve_attn_implementation(name: str, device: str) -> str:
+    """The kernel an attn_implementation name stands for on `device` ("auto": AUTO_ATTENTION, else sdpa)."""
+    if name != "auto":
+        return name
+    return AUTO_ATTENTION.get(resolve_device(device).type, "sdpa")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str = knob("nano", doc="preset name (nano | small | large | tiny) or any label for a custom checkpoint")
@@ -58,9 +65,7 @@ class ModelSpec:
         return resolve_dtype(self.dtype, self.device)
 
     def resolved_attn_implementation(self) -> str:
-        if self.attn_implementation != "auto":
-            return self.attn_implementation
-        return AUTO_ATTENTION.get(self.resolved_device().type, "sdpa")
+        return resolve_attn_implementation(self.attn_implementation, self.device)
 
     def torch_dtype(self):
         return torch_dtype(self.resolved_dtype())

@@ -23,6 +23,11 @@ GEMMA3_ROPE = {
     "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
 }
 
+def gemma3_layer_types(layers: int) -> list[str]:
+    """Gemma 3's attention pattern: five sliding-window layers, then one global layer, repeated."""
+    return ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(layers)]
+
+
 # Exact Nano (T5Gemma 2 270m-270m) text stack, reference §3.1; encoder text stack = decoder stack.
 NANO_TEXT_CONFIG: dict[str, Any] = dict(
     vocab_size=262_144,
@@ -34,7 +39,7 @@ NANO_TEXT_CONFIG: dict[str, Any] = dict(
     head_dim=256,
     hidden_activation="gelu_pytorch_tanh",
     sliding_window=512,
-    layer_types=(["sliding_attention"] * 5 + ["full_attention"]) * 3,
+    layer_types=gemma3_layer_types(18),
     max_position_embeddings=32_768,
     rope_parameters=GEMMA3_ROPE,
     query_pre_attn_scalar=256,

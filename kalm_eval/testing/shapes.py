@@ -33,21 +33,18 @@ from transformers import (
 from transformers.initialization import no_init_weights
 
 from kalm_eval.fbnl.model import LoadedModel, finish_model
-from kalm_eval.fbnl.spec import AUTO_ATTENTION, ModelSpec
-from kalm_eval.fbnl.synthetic import NANO_TEXT_CONFIG, config_hash, t5gemma2_config
+from kalm_eval.fbnl.spec import ModelSpec, resolve_attn_implementation
+from kalm_eval.fbnl.synthetic import NANO_TEXT_CONFIG, config_hash, gemma3_layer_types, t5gemma2_config
 from kalm_eval.testing.baselines import real_shape_config
 
 # T5Gemma 2 1b-1b text stack (inferred from Gemma-3-1B: 26 layers, 4/1 heads, head_dim 256, MLP 6912, window 512).
+# Heads, head_dim and window are Nano's.
 SMALL_TEXT_CONFIG: dict[str, Any] = dict(
     NANO_TEXT_CONFIG,
     hidden_size=1152,
     intermediate_size=6912,
     num_hidden_layers=26,
-    num_attention_heads=4,
-    num_key_value_heads=1,
-    head_dim=256,
-    sliding_window=512,
-    layer_types=[("full_attention" if (i + 1) % 6 == 0 else "sliding_attention") for i in range(26)],
+    layer_types=gemma3_layer_types(26),
 )
 
 # T5Gemma 2 4b-4b text stack (inferred from Gemma-3-4B: 34 layers, 8/4 heads, head_dim 256, MLP 10240, window 1024).
@@ -58,9 +55,8 @@ LARGE_TEXT_CONFIG: dict[str, Any] = dict(
     num_hidden_layers=34,
     num_attention_heads=8,
     num_key_value_heads=4,
-    head_dim=256,
     sliding_window=1024,
-    layer_types=[("full_attention" if (i + 1) % 6 == 0 else "sliding_attention") for i in range(34)],
+    layer_types=gemma3_layer_types(34),
     max_position_embeddings=131_072,
 )
 
@@ -170,9 +166,7 @@ def build_random_baseline(name: str, *, dtype: str = "bfloat16", seed: int = 0, 
     attn_implementation "auto": the KaLM models' per-device choice (fbnl/spec.py AUTO_ATTENTION), so a cost
     comparison runs every model on the same attention kernel."""
     config: PretrainedConfig = real_shape_config(name)
-    if attn_implementation == "auto":
-        attn_implementation = AUTO_ATTENTION.get(torch.device(device).type, "sdpa")
-    config._attn_implementation = attn_implementation
+    config._attn_implementation = resolve_attn_implementation(attn_implementation, device)
     torch_dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
     auto = AutoModelForSequenceClassification if BASELINE_ROWS[name][1] == "cross_encoder" else AutoModelForCausalLM
     with _built_in(torch_dtype, device):
