@@ -9,7 +9,7 @@ The engine (rerank/engine.py) hands a reranker its work in *chunks*: a set of un
         def identity(self) -> dict                # everything about model + inputs that affects a score
         def variants(self) -> list[Variant]       # scored conditions; each becomes one result record
         def score_chunk(self, chunk) -> ChunkScores
-        def latency_batches(self, chunk, variant) -> LatencyProbe   # warm, separately timed online cost
+        def latency_probe(self, chunk, variant, batch_size) -> LatencyProbe   # warm, separately timed online cost
         def describe_device(self) -> dict         # device, dtype (for the latency record)
 
 `PairwiseReranker` implements all but `identity` and `score_pairs` for rerankers that score each pair whole

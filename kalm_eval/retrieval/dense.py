@@ -247,19 +247,6 @@ class DenseRetriever:
         root = (self.cache_dir or dataset.corpus.cache_dir) / "dense" / signature_of(key)[:16]
         return ShardStore(root, key, len(dataset.corpus), self.settings.shard_docs, self.store_dtype)
 
-    def encode_corpus(self, dataset: Dataset) -> ShardStore:
-        """Encode this worker's missing shards and wait for the others (the corpus half of `retrieve`)."""
-        store = self.shard_store(dataset)
-        store.write_key()
-        self.encoded_units = []
-        todo = [unit for unit in self.workers.share(list(range(store.units))) if not store.has(unit)]
-        bar = self._passage_bar(store, todo)
-        for unit in todo:
-            self._encode_unit(dataset, store, unit, bar)
-        bar.close()
-        self.workers.barrier()
-        return store
-
     def _passage_bar(self, store: ShardStore, units: list[int]):
         return progress_bar(total=sum(store.bounds(u)[1] - store.bounds(u)[0] for u in units),
                             desc=f"{self.workers.label()}dense: encode passages", unit="passage",
