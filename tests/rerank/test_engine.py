@@ -117,14 +117,19 @@ def test_resume_computes_only_what_is_missing_whatever_the_world(tmp_path):
 
 
 def test_a_damaged_unit_is_named_deleted_and_recomputed(tmp_path, caplog):
-    the_job, units, _, _ = run_all(tmp_path, "x", [1])
+    the_job, units, original, _ = run_all(tmp_path, "x", [1])
     damaged = sorted(units.path.glob("*.npz"))[1]
-    damaged.write_bytes(damaged.read_bytes()[:50])
+    intact = damaged.read_bytes()
+    damaged.write_bytes(intact[:50])
     with pytest.raises(IncompleteUnits, match="1 unit"):
         merge_units(the_job, FakeReranker().variants(), units)
     assert str(damaged) in caplog.text and not damaged.exists()
     assert compute_units(the_job, FakeReranker(), units, Workers(), TEXTS.__getitem__) == 1
-    merge_units(the_job, FakeReranker().variants(), units)
+    assert damaged.read_bytes() == intact  # the recomputed unit is the one that was damaged, byte for byte
+    recomputed = merge_units(the_job, FakeReranker().variants(), units)
+    for label in original.margin:
+        assert np.array_equal(recomputed.margin[label], original.margin[label])
+        assert np.array_equal(recomputed.p_yes[label], original.p_yes[label])
 
 
 def test_units_of_another_job_are_never_mixed_in(tmp_path):
