@@ -72,6 +72,19 @@ def test_final_run_is_reranked_head_then_first_stage_tail(sweep):
         assert all(float(r[4]) < margins[-1] for r in ranked[DEPTH:])
 
 
+def test_tail_drop_keeps_the_reranked_head_only(sweep):
+    tmp, common, outputs = sweep
+    [dropped] = run_overrides(*common, "compression=4", "reranker.tail=drop", f"output_dir={tmp / 'r4-drop'}")
+    assert outputs[1].name == "r4"
+    full, head = rows(outputs[1] / "run.reranked.trec.gz"), rows(dropped / "run.reranked.trec.gz")
+    for qid in dict.fromkeys(r[0] for r in full):
+        ours = [r[:5] for r in head if r[0] == qid]
+        assert ours == [r[:5] for r in full if r[0] == qid][:DEPTH]  # the same head, ranks and scores; no tail
+    kept, cut = (read_json(p / "metrics.json")["stages"]["reranked"] for p in (dropped, outputs[1]))
+    assert kept["nDCG@10"] == cut["nDCG@10"]  # the head is the top 10
+    assert kept["R@20"] <= cut["R@20"] and kept["R@20"] == kept["R@10"]  # nothing below the head counts
+
+
 def test_stored_scores_equal_an_independent_full_forward(sweep):
     from kalm_eval.data.loaders import load_dataset
     from kalm_eval.fbnl.spec import ModelSpec
