@@ -4,7 +4,7 @@ writes or evaluates (`trec_order`)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,8 +23,18 @@ TIE_BREAK = "score desc, then doc id desc (trec_eval; the rank column of a given
 T = TypeVar("T")
 
 
-def trec_order(items: Iterable[T], doc_id=lambda item: item[0], score=lambda item: item[1]) -> list[T]:
-    """`items` in trec_eval's order (TIE_BREAK): score descending, then doc id descending. The one ranking rule."""
+def _doc_id(item) -> str:
+    return item.doc_id if isinstance(item, Candidate) else item[0]
+
+
+def _score(item) -> float:
+    return item.score if isinstance(item, Candidate) else item[1]
+
+
+def trec_order(items: Iterable[T], doc_id: Callable[[T], str] = _doc_id, score: Callable[[T], float] = _score
+               ) -> list[T]:
+    """`items` (Candidates, (doc id, score) pairs, or anything with `doc_id` and `score` functions) in trec_eval's
+    order (TIE_BREAK): score descending, then doc id descending. The one ranking rule."""
     return sorted(items, key=lambda item: (score(item), doc_id(item)), reverse=True)
 
 
