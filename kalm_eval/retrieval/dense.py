@@ -542,7 +542,8 @@ class ShardStore:
             import torch
 
             return torch.from_numpy(np.ascontiguousarray(emb)).to(torch.bfloat16).view(torch.int16).numpy()
-        stored = emb.astype(self.store_dtype)
+        with np.errstate(over="ignore"):  # checked right below, naming the passage
+            stored = emb.astype(self.store_dtype)
         self._check_finite(stored, ids, f"overflows {self.store_dtype} storage (retriever.store_dtype=float32)")
         return stored
 
