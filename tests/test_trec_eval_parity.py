@@ -172,3 +172,33 @@ def test_reranked_run_as_written_ranks_like_trec_eval_and_its_metrics_equal_pytr
     for first, again in zip(rankings, reranked):  # each query holds exactly its own first-stage candidates
         expected = first.candidates if tail == "first_stage" else first.candidates[:depth]
         assert sorted(c.doc_id for c in again.candidates) == sorted(c.doc_id for c in expected)
+
+
+@PROPERTY
+@given(case=run_and_qrels(), depths=st.tuples(st.integers(2, 8), st.integers(1, 7)),
+       margins=st.lists(st.sampled_from([0.5, -1.25, 3.0, 0.0]), min_size=2 * 64, max_size=2 * 64))
+def test_cascade_run_as_written_ranks_like_trec_eval_and_its_metrics_equal_pytrec_eval(tmp_path_factory, case,
+                                                                                        depths, margins):
+    lines, qrels = case
+    first_depth, second_depth = depths[0], min(depths)
+    tmp = tmp_path_factory.mktemp("cascade")
+    rankings, _ = read_trec_validated(write_lines(tmp / "given.trec", lines), queries=set(QUERIES),
+                                      corpus=set(DOCS), depth=DEPTH, ignore_identical_ids=False, on_unknown="error",
+                                      on_duplicate="error")
+    job = RerankJob.build(rankings, depth=first_depth, query_text=str, instruction=None, passage_text=str,
+                          chunk_passages=4)
+    values = np.asarray(margins, dtype=np.float32)
+    unit_scores = SimpleNamespace(margin={"r32": np.resize(values[:64], job.pairs), "r2": np.resize(values[64:], job.pairs)},
+                                  p_yes={"r32": np.full(job.pairs, 0.5), "r2": np.full(job.pairs, 0.5)})
+    steps = [SimpleNamespace(depth=first_depth, compression=32), SimpleNamespace(depth=second_depth, compression=2)]
+    reranking = Reranking.__new__(Reranking)
+    reranking.state = SimpleNamespace(first_stage=FirstStageFile(tmp / "first_stage.trec.gz", rankings))
+    reranking.settings = SimpleNamespace(depth=first_depth, tail="first_stage", cascade=steps)
+    quirks = Quirks()
+    for k in (1, 2):  # each step's ranking is evaluated (cascade_1, reranked) and would be written the same way
+        cascaded = [ranked for ranked, _ in reranking._cascade(job, unit_scores, steps[:k])]
+        result = metrics.evaluate("reranked", cascaded, qrels, quirks, DEPTH)
+        written = tmp / f"run.cascade{k}.trec.gz"
+        write_trec(written, cascaded, tag="reranked")
+        assert_ranks_as_trec_eval_reads(written)
+        assert_equal_per_query(result, pytrec_values(qrels, read_run(written), quirks))
