@@ -18,7 +18,8 @@ from kalm_eval.storage import atomic_open
 # refuses a ranking that is not in it, so a written run ranks exactly as trec_eval (pytrec_eval, ir-measures) ranks
 # its scores and kalm-eval's metrics (computed on the rank order) equal trec_eval's on the written file. This
 # matters: ArguAna's BM25 scores have many ties, and MTEB's published numbers come from trec_eval's ordering.
-TIE_BREAK = "score desc, then doc id desc (trec_eval; the rank column of a given run is ignored)"
+# (The text is part of every first stage's signature: unchanged since it was first written, so caches stay valid.)
+TIE_BREAK = "score desc, then doc id desc (trec_eval)"
 
 T = TypeVar("T")
 
