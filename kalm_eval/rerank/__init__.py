@@ -61,5 +61,7 @@ register(RerankerFamily("cross_encoder", "kalm_eval.rerank.cross_encoder:parse_m
                         "kalm_eval.rerank.cross_encoder:CrossEncoderReranker.build"))
 register(RerankerFamily("bge_gemma", "kalm_eval.rerank.bge_gemma:parse_model",
                         "kalm_eval.rerank.bge_gemma:BgeGemmaReranker.build"))
+register(RerankerFamily("first_stage", "kalm_eval.rerank.first_stage:parse_model",
+                        "kalm_eval.rerank.first_stage:FirstStageReranker.build"))  # the control: first-stage scores
 
 __all__ = ["RERANKERS", "RerankerFamily", "family", "register"]

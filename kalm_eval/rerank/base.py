@@ -44,6 +44,7 @@ class ScoringChunk:
     passages: Sequence[tuple[str, str]]  # (doc id, passage text)
     queries: Sequence[tuple[str, str | None]]  # (query text, instruction; None = the reranker's default)
     pairs: Sequence[tuple[int, int]]
+    first_stage_scores: Sequence[float] = ()  # per pair: its first-stage score (the `first_stage` control reads it)
 
     def triples(self) -> list[tuple[str, str | None, str]]:
         """(query, instruction, passage text) per pair, for rerankers that read the pair as text."""
