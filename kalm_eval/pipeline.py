@@ -27,6 +27,8 @@ from kalm_eval.parallel import Workers, from_environment
 from kalm_eval.records import Candidate, RankedList, StageResult
 from kalm_eval.rerank import family as reranker_family
 from kalm_eval.rerank.base import Reranker, Variant
+from kalm_eval.rerank.cascade import (cascade_head, cascade_label, cascade_score_seconds, evaluation_score_seconds,
+                                      step_variant)
 from kalm_eval.rerank.engine import (IncompleteUnits, RerankJob, UnitScores, compute_units, merge_units,
                                      missing_units, unit_directory)
 from kalm_eval.rerank.latency import latency_chunk, measure_latency
@@ -34,7 +36,8 @@ from kalm_eval.rerank.settings import RerankContext
 from kalm_eval.result import PER_QUERY_FILE, PER_QUERY_HEADER, ResultRecord, completed, default_directory
 from kalm_eval.retrieval.first_stage import FirstStageRun, first_stage
 from kalm_eval.run_status import record_progress
-from kalm_eval.retrieval.runfile import scores_below, trec_order, write_trec
+from kalm_eval.ranking import scores_below, trec_order
+from kalm_eval.retrieval.runfile import write_trec
 from kalm_eval.storage import atomic_open, copy_atomic, signature_of
 
 log = logging.getLogger(__name__)
@@ -210,7 +213,7 @@ class Reranking:
         if self.settings.cascade is not None:
             steps = [{"depth": s.depth, "compression": s.compression} for s in self.settings.cascade]
             protocol = {**self.state.protocol, "reranker": {**base, "compression": None, "cascade": steps}}
-            label = "cascade-" + "-".join(f"r{s['compression']}d{s['depth']}" for s in steps)
+            label = cascade_label(self.settings.cascade)
             return [RecordPlan(f"{model_label}-{label}", protocol, _output_dir(self.state, protocol,
                                label=f"{model_label}-{label}", variant=None))]
         variants = reranker.variants()
@@ -240,7 +243,7 @@ class Reranking:
                    "score_s": scores.variant_counters.get(label, {}).get("score_seconds"), "latency": latency,
                    "online_ms_per_query": self.settings.depth * latency["ms_per_pair_p50"] if latency else None}
         timings["total_s"] = time.perf_counter() - self.state.started
-        counts = self._counts(job, scores, label)
+        counts = self._counts(job, scores, plan.variant)
         _commit(self.state, plan.out, plan.protocol, [self.state.first_stage_result, result],
                 {"reranked": lambda: self._reranked(job, margin)}, timings, counts,
                 pair_rows=lambda: self._score_rows(job, margin, p_yes))
@@ -294,57 +297,35 @@ class Reranking:
             rankings = (ranking for ranking, _ in self._cascade(job, scores, steps[:k]))
             stage_results.append(metrics.evaluate(name, rankings, self.dataset.qrels, self.dataset.quirks,
                                                   self.cfg.retriever.depth))
-            variant = Variant(f"r{steps[k - 1].compression}", {"compression": steps[k - 1].compression})
-            latency = self._latency(reranker, variant, steps[k - 1].depth, scores)
+            latency = self._latency(reranker, step_variant(steps[k - 1]), steps[k - 1].depth, scores)
             p50 = latency["ms_per_pair_p50"] if latency else None
             online = online + steps[k - 1].depth * p50 if p50 is not None and online is not None else None
             step_timings.append({"step": k, "depth": steps[k - 1].depth, "compression": steps[k - 1].compression,
                                  "ms_per_pair_p50": p50, "latency": latency})
         stage_results[-1].extra["recall_ceiling"] = self.state.first_stage_result.aggregate.get(f"R@{self.settings.depth}")
         timings = {**self.state.timings, "encode_s": scores.counters.get("encode_seconds"),
-                   "score_s": self._cascade_score_seconds(job, steps, scores),
-                   "evaluation_score_s": sum(scores.variant_counters.get(f"r{s.compression}", {}).get("score_seconds", 0.0)
-                                             for s in steps),
+                   "score_s": cascade_score_seconds(job.query_offsets, steps, scores.variant_counters),
+                   "evaluation_score_s": evaluation_score_seconds(steps, scores.variant_counters),
                    "latency": step_timings[-1]["latency"], "cascade": step_timings, "online_ms_per_query": online}
         timings["total_s"] = time.perf_counter() - self.state.started
-        counts = self._counts(job, scores, f"r{steps[0].compression}")
+        counts = self._counts(job, scores, step_variant(steps[0]))
         _commit(self.state, plan.out, plan.protocol, [self.state.first_stage_result, *stage_results],
                 {"reranked": lambda: (ranking for ranking, _ in self._cascade(job, scores, steps))}, timings, counts,
                 pair_rows=lambda: (row for _, rows in self._cascade(job, scores, steps) for row in rows))
 
-    def _cascade_score_seconds(self, job: RerankJob, steps, scores: UnitScores) -> float:
-        """The cascade's own online cost from the measured seconds per pair at each step's r: every step k scores
-        depth_k pairs per query. (To encode each passage once, the evaluation scores every candidate of step 1 at every
-        step's r; that larger cost is `evaluation_score_s`.)"""
-        heads = np.diff(job.query_offsets)
-        total = 0.0
-        for step in steps:
-            counters = scores.variant_counters.get(f"r{step.compression}", {})
-            if counters.get("pairs"):
-                per_pair = counters["score_seconds"] / counters["pairs"]
-                total += per_pair * int(np.minimum(heads, step.depth).sum())
-        return total
-
     def _cascade(self, job: RerankJob, scores: UnitScores, steps) -> Iterator[tuple[RankedList, list[tuple]]]:
-        """Step k re-sorts the top depth_k of step k-1's order in trec_order of its own margins; below it, step
-        k-1's order continues, then the first-stage tail. Score rows: each pair's deepest step. Streamed."""
+        """Each query's head after the cascade's steps (rerank/cascade.py), then the first-stage tail; score rows:
+        each pair's deepest step. Streamed, each query checked to hold exactly its own first-stage candidates."""
         for ranking, span in self._heads(job):
             head = ranking.candidates[: len(span)]
-            order = list(range(len(head)))  # positions into head, current order
-            deepest = {}  # position -> (step, margin, p_yes)
-            for k, step in enumerate(steps, start=1):
-                label = f"r{step.compression}"
-                top = order[: step.depth]
-                margins = {i: float(scores.margin[label][span[i]]) for i in top}
-                for i in top:
-                    deepest[i] = (k, margins[i], float(scores.p_yes[label][span[i]]))
-                order = trec_order(top, doc_id=lambda i: head[i].doc_id, score=margins.__getitem__) + order[step.depth:]
-            top_scores = [deepest[i][1] for i in order if deepest[i][0] == len(steps)]
-            cands = [Candidate(head[i].doc_id, deepest[i][1]) for i in order[: len(top_scores)]]
-            below = order[len(top_scores):]
+            result = cascade_head([c.doc_id for c in head], steps, lambda variant, i: (
+                float(scores.margin[variant.label][span[i]]), float(scores.p_yes[variant.label][span[i]])))
+            scored = result.scored_by_last_step(len(steps))
+            cands = [Candidate(head[i].doc_id, result.deepest[i][1]) for i in result.order[:scored]]
+            below = result.order[scored:]
             cands += [Candidate(head[i].doc_id, score)
-                      for i, score in zip(below, scores_below(min(top_scores, default=0.0), len(below)))]
-            rows = [(ranking.query_id, cand.doc_id, i + 1, cand.score, deepest[i][1], deepest[i][2])
+                      for i, score in zip(below, scores_below(min((c.score for c in cands), default=0.0), len(below)))]
+            rows = [(ranking.query_id, cand.doc_id, i + 1, cand.score, result.deepest[i][1], result.deepest[i][2])
                     for i, cand in enumerate(head)]
             reranked = RankedList(ranking.query_id, tuple(cands + self._tail(ranking, cands, len(head))))
             yield checked_candidates(ranking, reranked, len(head), self.settings.tail), rows
@@ -365,7 +346,7 @@ class Reranking:
             latency["torch_threads"] = provenance.device_description().get("torch_threads")
         return latency
 
-    def _counts(self, job: RerankJob, scores: UnitScores, label: str) -> dict[str, Any]:
+    def _counts(self, job: RerankJob, scores: UnitScores, variant: Variant) -> dict[str, Any]:
         counters = scores.counters
         texts = job.unique_texts
         counts: dict[str, Any] = {"queries": len(self.dataset.queries), "pairs": job.pairs,
@@ -376,12 +357,14 @@ class Reranking:
         for key in ("passages_encoded", "cache_hits", "tokens_encoded", "cache_bytes_written"):
             if key in counters:
                 counts[key] = int(counters[key])
-        counts.update({k: v for k, v in scores.variant_counters.get(label, {}).items() if k != "score_seconds"})
-        vectors = {k.split("@")[1]: v / texts for k, v in counters.items() if k.startswith("pooled_vectors@")}
-        stored = {k.split("@")[1]: v / texts for k, v in counters.items() if k.startswith("stored_bytes@")}
-        if vectors:
-            counts["pooled_vectors_per_passage"] = vectors
-            counts["stored_bytes_per_passage"] = stored
+        per_state = ("score_seconds", "pooled_vectors", "stored_bytes")
+        counts.update({k: v for k, v in scores.variant_counters.get(variant.label, {}).items() if k not in per_state})
+        # every r's states come from the one encoder pass, so every r's size is reported with each record
+        states = {v.compression: scores.variant_counters.get(v.label, {})
+                  for v in map(Variant, self.settings.compressions_scored)}
+        if any("pooled_vectors" in c for c in states.values()):
+            counts["pooled_vectors_per_passage"] = {str(r): c["pooled_vectors"] / texts for r, c in states.items()}
+            counts["stored_bytes_per_passage"] = {str(r): c["stored_bytes"] / texts for r, c in states.items()}
             counts["compression_sharing_encode"] = list(self.settings.compressions_scored)
         return counts
 

@@ -6,6 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def compression_label(compression: int) -> str:
+    """The one spelling of an MEP compression ratio r in names: "r4" (result directories, score keys, cache folders,
+    cascade labels). Everything else carries r as an int."""
+    return f"r{compression}"
+
+
 @dataclass(frozen=True, slots=True)
 class Query:
     id: str

@@ -43,9 +43,8 @@ class EncodeStats:
     pooled_vectors: dict[int, int] = field(default_factory=dict)  # compression -> windows summed over passages
 
     def counters(self) -> dict[str, float]:
-        out: dict[str, float] = {k: v for k, v in self.__dict__.items() if k != "pooled_vectors"}
-        out.update({f"pooled_vectors@{r}": v for r, v in self.pooled_vectors.items()})
-        return out
+        """The chunk's encoder counters (pooled_vectors is per compression: the caller files it per variant)."""
+        return {k: v for k, v in self.__dict__.items() if k != "pooled_vectors"}
 
 
 def encoder_cache_key(loaded: LoadedModel) -> dict[str, Any]:

@@ -34,6 +34,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
 
+from kalm_eval.records import compression_label
 from kalm_eval.storage import atomic_open, canonical_json, sha256_text, signature_of, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class PooledStateCache:
 
     def _read_indexes(self, compression: int) -> _Index:
         parts, files = [], []
-        for index_path in sorted((self.directory / f"r{compression}").glob("*.index.npz")):
+        for index_path in sorted((self.directory / compression_label(compression)).glob("*.index.npz")):
             segment_path = index_path.with_name(index_path.name.removesuffix(".index.npz") + ".safetensors")
             try:
                 with np.load(index_path) as data:
@@ -183,7 +184,7 @@ class PooledStateCache:
         metadata = {"format": SEGMENT_FORMAT, "key": canonical_json(self.key), "compression": str(compression)}
         blob = save_safetensors({"states": stacked}, metadata)
         name = sha256_text("\n".join(digests))[:24]
-        segment_path = self.directory / f"r{compression}" / f"{name}.safetensors"
+        segment_path = self.directory / compression_label(compression) / f"{name}.safetensors"
         with atomic_open(segment_path, "wb") as handle:
             handle.write(blob)
         with atomic_open(segment_path.with_name(f"{name}.index.npz"), "wb") as handle:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-SUPPORTED_COMPRESSION = (1, 2, 4, 8, 16, 32)  # the vLLM plugin's set; the paper's default is 4
 POOLING_RULE = "mep-v1:windows-from-token-0:masked-mean-in-model-dtype:window-mask=any-real-token"
 
 

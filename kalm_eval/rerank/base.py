@@ -24,15 +24,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from kalm_eval.records import PairScore
+from kalm_eval.records import PairScore, compression_label
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One scored condition of a reranker: KaLM has one per compression ratio r, other families a single one."""
+    """One scored condition of a reranker: KaLM has one per compression ratio r, other families a single one
+    (compression None)."""
 
-    label: str  # output-directory suffix ("r4"); "" for a single-variant reranker
-    protocol: dict[str, Any] = field(default_factory=dict)  # merged into protocol.reranker, e.g. {"compression": 4}
+    compression: int | None = None  # the MEP ratio r this variant is scored at
+
+    @property
+    def label(self) -> str:
+        """Output-directory suffix and score key ("r4"); "" for a single-variant reranker."""
+        return "" if self.compression is None else compression_label(self.compression)
+
+    @property
+    def protocol(self) -> dict[str, Any]:
+        """What it adds to protocol.reranker (and so to the record's signature)."""
+        return {} if self.compression is None else {"compression": self.compression}
 
 
 @dataclass(frozen=True)
@@ -57,7 +67,8 @@ class ChunkScores:
 
     scores: dict[str, list[PairScore]]
     counters: dict[str, float] = field(default_factory=dict)  # e.g. passages_encoded, encode_seconds
-    variant_counters: dict[str, dict[str, float]] = field(default_factory=dict)  # label -> pairs, score_seconds ...
+    # per variant label: pairs, score_seconds, prompt_tokens; KaLM also pooled_vectors, stored_bytes (its r's states)
+    variant_counters: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,7 +99,7 @@ class PairwiseReranker(ABC):
     """Base for rerankers that score each (query, passage) pair whole, with a single variant."""
 
     name: ClassVar[str]
-    SINGLE = Variant("", {})
+    SINGLE = Variant()
     on_progress: Callable[[str, int], None] | None = None
 
     @abstractmethod

@@ -39,7 +39,7 @@ from kalm_eval.storage import atomic_open, read_json, sha256_text, signature_of,
 
 log = logging.getLogger(__name__)
 
-UNIT_FORMAT = "kalm-eval/rerank-unit/v1"
+UNIT_FORMAT = "kalm-eval/rerank-unit/v2"  # v2: pooled_vectors / stored_bytes per variant, not "@r" keys
 
 
 @dataclass

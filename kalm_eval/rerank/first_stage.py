@@ -47,7 +47,7 @@ class FirstStageReranker:
     name: ClassVar[str] = "first_stage"
     reads_first_stage_scores: ClassVar[bool] = True
     score_dtype: ClassVar[type] = np.float64
-    SINGLE = Variant("", {})
+    SINGLE = Variant()
 
     def __init__(self) -> None:
         self.on_progress: Callable[[str, int], None] | None = None

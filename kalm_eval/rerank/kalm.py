@@ -2,7 +2,7 @@
 
 Per chunk of passages: encode each passage once and pool it at every compression the run asks for (offline cost),
 then, for every compression, score every pair of the chunk from the pooled states with the decoder only (online
-cost); the chunk's states are dropped afterwards. One variant per compression, labelled r<compression>.
+cost); the chunk's states are dropped afterwards. One Variant per compression.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class KalmReranker:
         }
 
     def variants(self) -> list[Variant]:
-        return [Variant(f"r{r}", {"compression": r}) for r in self.compression]
+        return [Variant(compression=r) for r in self.compression]
 
     def describe_device(self) -> dict[str, Any]:
         device = self.loaded.device
@@ -91,14 +91,14 @@ class KalmReranker:
         prompt_tokens = sum(len(p) for p in pair_prompts)
         out = ChunkScores(scores={}, counters=stats.counters())
         vector_bytes = self.loaded.d_model * torch.empty((), dtype=self.loaded.dtype).element_size()
-        out.counters.update({f"stored_bytes@{r}": n * vector_bytes for r, n in stats.pooled_vectors.items()})
-        for compression in self.compression:
+        for variant in self.variants():
             started = time.perf_counter()
-            states = [pooled[compression][digests[p]] for _, p in chunk.pairs]
-            label = f"r{compression}"
-            out.scores[label] = self.scorer.score(pair_prompts, states, on_batch=self._progress("score"))
-            out.variant_counters[label] = {"pairs": len(chunk.pairs), "prompt_tokens": prompt_tokens,
-                                           "score_seconds": time.perf_counter() - started}
+            states = [pooled[variant.compression][digests[p]] for _, p in chunk.pairs]
+            out.scores[variant.label] = self.scorer.score(pair_prompts, states, on_batch=self._progress("score"))
+            vectors = stats.pooled_vectors[variant.compression]
+            out.variant_counters[variant.label] = {"pairs": len(chunk.pairs), "prompt_tokens": prompt_tokens,
+                                                   "score_seconds": time.perf_counter() - started,
+                                                   "pooled_vectors": vectors, "stored_bytes": vectors * vector_bytes}
         return out
 
     def latency_probe(self, chunk: ScoringChunk, variant: Variant, batch_size: int) -> LatencyProbe:
@@ -109,7 +109,7 @@ class KalmReranker:
         kernels, no data-dependent paths) and the probe's scores are discarded, so the timing is the same while the
         run no longer encodes the probe's passages again for every r (that re-encoding was ~70% of a whole run's
         encode time with model=tiny on SciFact; see docs/cost.md)."""
-        compression = int(variant.protocol["compression"])
+        compression = variant.compression
         texts = tuple(text for _, text in chunk.passages)
         if self._probe_lengths is None or self._probe_lengths[0] != texts:  # the same heads for every r: count once
             spec, tokenizer = self.loaded.spec, self.loaded.tokenizer

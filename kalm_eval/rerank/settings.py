@@ -9,7 +9,7 @@ from pathlib import Path
 from kalm_eval.errors import ConfigError
 from kalm_eval.knobs import knob
 
-SUPPORTED_COMPRESSION = (1, 2, 4, 8, 16, 32)  # the vLLM plugin's set (fbnl.pooling); the paper's default is 4
+SUPPORTED_COMPRESSION = (1, 2, 4, 8, 16, 32)  # the vLLM plugin's trained set; the paper's default is 4
 
 
 @dataclass(frozen=True)

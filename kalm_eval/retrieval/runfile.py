@@ -1,42 +1,17 @@
-"""TREC run files (`qid Q0 docid rank score tag`, ranks 1..k) and THE ranking rule of every run kalm-eval reads,
-writes or evaluates (`trec_order`)."""
+"""TREC run files (`qid Q0 docid rank score tag`, ranks 1..k), read and written in THE ranking rule of every run
+(kalm_eval.ranking.trec_order: trec_eval's order)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
 
-from kalm_eval.errors import DataError, InvariantError, ScoreError
 from kalm_eval.data.readers import read_lines
+from kalm_eval.errors import DataError, InvariantError, ScoreError
+from kalm_eval.ranking import TIE_BREAK, scores_below, trec_order  # noqa: F401  (re-exported: the run files' rule)
 from kalm_eval.records import Candidate, RankedList
 from kalm_eval.storage import atomic_open
-
-# trec_eval's own order: score descending, then doc id descending (strcmp; Python's str order is the same for
-# UTF-8), the rank column ignored. Every ranking kalm-eval makes is sorted by `trec_order`, and `write_trec`
-# refuses a ranking that is not in it, so a written run ranks exactly as trec_eval (pytrec_eval, ir-measures) ranks
-# its scores and kalm-eval's metrics (computed on the rank order) equal trec_eval's on the written file. This
-# matters: ArguAna's BM25 scores have many ties, and MTEB's published numbers come from trec_eval's ordering.
-# (The text is part of every first stage's signature: unchanged since it was first written, so caches stay valid.)
-TIE_BREAK = "score desc, then doc id desc (trec_eval)"
-
-T = TypeVar("T")
-
-
-def _doc_id(item) -> str:
-    return item.doc_id if isinstance(item, Candidate) else item[0]
-
-
-def _score(item) -> float:
-    return item.score if isinstance(item, Candidate) else item[1]
-
-
-def trec_order(items: Iterable[T], doc_id: Callable[[T], str] = _doc_id, score: Callable[[T], float] = _score
-               ) -> list[T]:
-    """`items` (Candidates, (doc id, score) pairs, or anything with `doc_id` and `score` functions) in trec_eval's
-    order (TIE_BREAK): score descending, then doc id descending. The one ranking rule."""
-    return sorted(items, key=lambda item: (score(item), doc_id(item)), reverse=True)
 
 
 def check_finite(score: float, where: str) -> float:
@@ -57,19 +32,6 @@ def rank(query_id: str, scored: Iterable[tuple[str, float]], depth: int, *, igno
     if ignore_identical_ids:
         ordered = [pair for pair in ordered if pair[0] != query_id]
     return RankedList(query_id, tuple(Candidate(doc_id, score) for doc_id, score in ordered[:depth]))
-
-
-def scores_below(floor: float, count: int) -> list[float]:
-    """`count` strictly decreasing finite scores below `floor` (floor - 1, floor - 2, ...; one float step at a time
-    where the magnitude swallows 1.0), for a part of a run that keeps its order below a scored part."""
-    scores, previous = [], floor
-    for i in range(count):
-        score = floor - 1.0 - i
-        if not score < previous:
-            score = math.nextafter(previous, -math.inf)
-        scores.append(score)
-        previous = score
-    return scores
 
 
 def in_trec_order(candidates: Sequence[Candidate]) -> bool:

@@ -23,7 +23,7 @@ def test_probe_states_have_the_pooled_shapes_and_no_encoder_runs(reranker, monke
                          pairs=[(0, 0), (0, 1), (0, 2), (1, 2), (1, 0)])
     monkeypatch.setattr(PassageEncoder, "_encode", lambda *a, **k: pytest.fail("the probe must not encode"))
     for r in (1, 4, 32):
-        probe = reranker.latency_probe(chunk, Variant(f"r{r}", {"compression": r}), batch_size=2)
+        probe = reranker.latency_probe(chunk, Variant(compression=r), batch_size=2)
         assert probe.pairs_per_batch == [2, 2, 1]
         states = [s for _, batch_states in probe.batches for s in batch_states]
         expected = [pooled_length(len(passage_token_ids(reranker.loaded.tokenizer, passages[p][1], 1024)), r)

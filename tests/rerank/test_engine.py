@@ -32,7 +32,7 @@ class FakeReranker:
         return {"fake": 1}
 
     def variants(self):
-        return [Variant("r1", {"compression": 1}), Variant("r4", {"compression": 4})]
+        return [Variant(compression=1), Variant(compression=4)]
 
     def score_chunk(self, chunk: ScoringChunk) -> ChunkScores:
         self.chunks_seen += 1
