@@ -30,7 +30,7 @@ DOCS = ["a", "b", "B", "d1", "d10", "d2", "d9", "x_7", "zz", "é1", "d0", "D0"] 
 QUERIES = ["q1", "q2", "q3", "q10"]
 SCORES = [0.0, 1.0, -1.0, 2.5, -0.25, 1e-3, -3e7, 12.0]  # few values: ties are the rule, not the exception
 DEPTH = 1000  # the file is never cut, so the given file itself is the oracle's input
-PROPERTY = settings(max_examples=60, deadline=None, derandomize=True,
+PROPERTY = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
