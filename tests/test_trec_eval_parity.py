@@ -188,8 +188,9 @@ def test_cascade_run_as_written_ranks_like_trec_eval_and_its_metrics_equal_pytre
     job = RerankJob.build(rankings, depth=first_depth, query_text=str, instruction=None, passage_text=str,
                           chunk_passages=4)
     values = np.asarray(margins, dtype=np.float32)
-    unit_scores = SimpleNamespace(margin={"r32": np.resize(values[:64], job.pairs), "r2": np.resize(values[64:], job.pairs)},
-                                  p_yes={"r32": np.full(job.pairs, 0.5), "r2": np.full(job.pairs, 0.5)})
+    unit_scores = SimpleNamespace(
+        margin={"r32": np.resize(values[:64], job.pairs), "r2": np.resize(values[64:], job.pairs)},
+        p_yes={"r32": np.full(job.pairs, 0.5), "r2": np.full(job.pairs, 0.5)})
     steps = [SimpleNamespace(depth=first_depth, compression=32), SimpleNamespace(depth=second_depth, compression=2)]
     reranking = Reranking.__new__(Reranking)
     reranking.state = SimpleNamespace(first_stage=FirstStageFile(tmp / "first_stage.trec.gz", rankings))
