@@ -30,7 +30,7 @@ DOCS = ["a", "b", "B", "d1", "d10", "d2", "d9", "x_7", "zz", "é1", "d0", "D0"] 
 QUERIES = ["q1", "q2", "q3", "q10"]
 SCORES = [0.0, 1.0, -1.0, 2.5, -0.25, 1e-3, -3e7, 12.0]  # few values: ties are the rule, not the exception
 DEPTH = 1000  # the file is never cut, so the given file itself is the oracle's input
-PROPERTY = settings(max_examples=60, deadline=None, derandomize=True,
+PROPERTY = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
@@ -188,8 +188,9 @@ def test_cascade_run_as_written_ranks_like_trec_eval_and_its_metrics_equal_pytre
     job = RerankJob.build(rankings, depth=first_depth, query_text=str, instruction=None, passage_text=str,
                           chunk_passages=4)
     values = np.asarray(margins, dtype=np.float32)
-    unit_scores = SimpleNamespace(margin={"r32": np.resize(values[:64], job.pairs), "r2": np.resize(values[64:], job.pairs)},
-                                  p_yes={"r32": np.full(job.pairs, 0.5), "r2": np.full(job.pairs, 0.5)})
+    unit_scores = SimpleNamespace(
+        margin={"r32": np.resize(values[:64], job.pairs), "r2": np.resize(values[64:], job.pairs)},
+        p_yes={"r32": np.full(job.pairs, 0.5), "r2": np.full(job.pairs, 0.5)})
     steps = [SimpleNamespace(depth=first_depth, compression=32), SimpleNamespace(depth=second_depth, compression=2)]
     reranking = Reranking.__new__(Reranking)
     reranking.state = SimpleNamespace(first_stage=FirstStageFile(tmp / "first_stage.trec.gz", rankings))

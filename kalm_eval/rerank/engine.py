@@ -265,7 +265,7 @@ def check_unit_scores(job: RerankJob, pairs: np.ndarray, arrays: dict[str, np.nd
                       unit: int) -> None:
     """Before a unit is written: one score per pair for every variant, each a finite number. A NaN or an infinity
     (a bf16 overflow on a GPU, a broken checkpoint) cannot be ranked: ScoreError naming the first such pair, the
-    model and the variant, so nothing is written with it."""
+    model and the variant, so neither the unit nor any result is written with it."""
     for key, values in arrays.items():
         if not key.startswith(("margin/", "p_yes/")):
             continue
@@ -278,7 +278,8 @@ def check_unit_scores(job: RerankJob, pairs: np.ndarray, arrays: dict[str, np.nd
             what = "margin" if kind == "margin" else "P(yes)"
             raise ScoreError(f"{job.pair_name(int(pairs[bad[0]]))}: {what} {float(values[bad[0]])!r} is not a finite "
                              f"number (model {model_name(reranker)}, variant {label or 'single'!r}; {len(bad)} of "
-                             f"{len(pairs)} pairs of unit {unit}); nothing was written. An overflow in bfloat16 shows "
+                             f"{len(pairs)} pairs of unit {unit}); neither the unit nor any result was written. "
+                             "An overflow in bfloat16 shows "
                              "as inf or nan: try model.dtype=float32")
 
 

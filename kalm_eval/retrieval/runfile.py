@@ -15,7 +15,8 @@ from kalm_eval.storage import atomic_open
 
 
 def check_finite(score: float, where: str) -> float:
-    """`score`, or ScoreError naming `where`: nan, inf and overflows cannot be ranked (sorting with NaN is undefined)."""
+    """`score`, or ScoreError naming `where`: nan, inf and overflows cannot be ranked (a sort with NaN is
+    undefined)."""
     if not math.isfinite(score):
         raise ScoreError(f"{where}: score {score!r} is not a finite number (nan, inf and values beyond the float "
                          "range cannot be ranked)")

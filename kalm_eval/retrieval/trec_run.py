@@ -1,6 +1,7 @@
 """A given run file as the first stage (`retriever=trec_run`): validated against the dataset, ranked as trec_eval
 reads it (runfile.TIE_BREAK: score desc, then doc id desc; lines in any order, the rank column ignored; a non-finite
-score is an error naming file and line), LMEB scenes applied. Its identity is the file's content (sha256), so a changed file is a new first stage."""
+score is an error naming file and line), LMEB scenes applied. Its identity is the file's content (sha256), so a
+changed file is a new first stage."""
 
 from __future__ import annotations
 

@@ -269,7 +269,8 @@ def test_cli_record(family, run_family, tmp_path):
         expected = sorted(head, key=lambda r: (float(r["margin"]), r["doc_id"]), reverse=True)
         assert reranked[qid] == [r["doc_id"] for r in expected] + fs_docs[DEPTH:]
         ties += len(head) - len({r["margin"] for r in head})
-    # The duplicate passages tie exactly, and the larger doc id wins (trec_eval's rule, whatever their first-stage ranks).
+    # The duplicate passages tie exactly, and the larger doc id wins (trec_eval's rule, whatever their first-stage
+    # ranks).
     dup = {r["doc_id"]: r for r in rows if r["query_id"] == "q_quantum" and r["doc_id"].startswith("d_dup")}
     assert set(dup) == {"d_dup_a", "d_dup_b"} and dup["d_dup_a"]["margin"] == dup["d_dup_b"]["margin"] and ties >= 1
     order = reranked["q_quantum"]

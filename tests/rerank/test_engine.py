@@ -164,8 +164,8 @@ def test_a_non_finite_margin_is_refused_naming_pair_model_and_variant_before_any
     units = unit_directory(tmp_path, "local/x", reranker, reranker.variants(), the_job)
     unit = int(the_job.chunk_of_docs()[the_job.pair_doc[7]])
     with pytest.raises(ScoreError, match=rf"^query '{qid}', doc '{doc}': margin {value!r} is not a finite number "
-                                         rf"\(model fake, variant 'r4'; 1 of \d+ pairs of unit {unit}\); nothing was "
-                                         "written"):
+                                         rf"\(model fake, variant 'r4'; 1 of \d+ pairs of unit {unit}\); neither the "
+                                         "unit nor any result was written"):
         compute_units(the_job, reranker, units, Workers(), TEXTS.__getitem__)
     assert not units.done(unit)
 

@@ -204,7 +204,8 @@ def test_non_finite_embeddings_and_similarities_are_refused_naming_the_text(tmp_
                                    encoder=encoder)
         return list(retriever.retrieve(dataset, depth=5))
 
-    with pytest.raises(ScoreError, match=rf"embedding of passage '{empty[0]}' is not finite \(a zero vector normalised\?\)"):
+    with pytest.raises(ScoreError,
+                       match=rf"embedding of passage '{empty[0]}' is not finite \(a zero vector normalised\?\)"):
         retrieve(NormalisingEncoder(), "zero", store_dtype="float32")
     with pytest.raises(ScoreError, match=rf"embedding of passage '{nonzero[0]}' overflows float16 storage"):
         retrieve(NormalisingEncoder(scale=1e6, normalise=False), "overflow", store_dtype="float16")
