@@ -38,8 +38,8 @@ class BM25Settings:
     method: str = "lucene"
     k1: float = 1.5
     b: float = 0.75
-    stopwords: str = "en"
-    stemmer: str | None = "english"
+    stopwords: str | None = "en"  # a bm25s stopword list; None = no stopword removal (languages bm25s has none for)
+    stemmer: str | None = "english"  # a PyStemmer algorithm; None = no stemming
 
 
 class BM25Retriever:
