@@ -1,5 +1,6 @@
 """Console entry point `kalm-eval` (a Hydra app over the shipped config `kalm_eval.conf`); `python -m kalm_eval` is
-the same. Every expected failure (bad knob, missing data, damaged result) is one line on stderr and exit code 2."""
+the same. Every expected failure (bad knob, missing data, damaged result) is one line on stderr and exit code 2;
+a suite with failed units runs the others, writes its summary, then exits with 3 (one line on stderr)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ log = logging.getLogger("kalm_eval")
 def main(cfg: DictConfig) -> None:
     from kalm_eval.pipeline import run
     from kalm_eval.rerank.engine import IncompleteUnits
-    from kalm_eval.suite import is_suite, run_suite
+    from kalm_eval.suite import check_complete, is_suite, run_suite
 
     try:
         if is_suite(cfg.benchmark):
-            print(run_suite(cfg) / "summary.json")
+            out = run_suite(cfg)
+            print(out / "summary.json")
+            check_complete(out)  # failed units: exit status 3, after the summary is written
             return
         outputs = run(RunConfig.from_hydra(cfg))
     except (KalmEvalError, IncompleteUnits) as err:

@@ -20,9 +20,17 @@ class ResultError(KalmEvalError, ValueError):
     """A result directory that is unreadable, incomplete or of an unknown schema; the message names the file."""
 
 
+class SuiteIncomplete(KalmEvalError):
+    """A suite ran every unit it could and wrote its summary, but some units failed (missing or invalid data).
+    The CLI exits with SUITE_INCOMPLETE (3), so scripts and job schedulers see it."""
+
+    exit_status = 3
+
+
 def exit_with(error: Exception, program: str) -> None:
-    """The command-line end of an expected failure: one line on stderr, exit status 2."""
+    """The command-line end of an expected failure: one line on stderr, exit status 2 (or the error's own
+    `exit_status`: 3 for an incomplete suite)."""
     import sys
 
     print(f"{program}: error: {error}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(getattr(error, "exit_status", 2))
