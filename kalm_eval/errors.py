@@ -20,6 +20,11 @@ class ResultError(KalmEvalError, ValueError):
     """A result directory that is unreadable, incomplete or of an unknown schema; the message names the file."""
 
 
+class CheckpointUnavailable(KalmEvalError):
+    """A checkpoint the run needs is neither in the local Hugging Face cache nor downloadable; the message names the
+    model, its revision and the ways out (a local copy, a download command, HF_HUB_OFFLINE)."""
+
+
 class SuiteIncomplete(KalmEvalError):
     """A suite ran every unit it could and wrote its summary, but some units failed (missing or invalid data).
     The CLI exits with SUITE_INCOMPLETE (3), so scripts and job schedulers see it."""

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from kalm_eval import __version__, metrics, provenance
+from kalm_eval.checkpoints import check_available
 from kalm_eval.config import RunConfig
 from kalm_eval.data import Dataset
 from kalm_eval.data.loaders import load_dataset
@@ -60,6 +61,7 @@ class RunState:
 
 def run(cfg: RunConfig) -> list[Path]:
     """Execute a run; returns the result directories (one per variant when reranking)."""
+    check_available(cfg.hub_checkpoints())  # before any work: every checkpoint cached or downloadable
     workers = from_environment(cfg.worker, cfg.workers)
     with run_log(cfg, workers) as log_path:
         return _run(cfg, workers, log_path)

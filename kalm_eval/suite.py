@@ -29,6 +29,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from kalm_eval.checkpoints import check_available
 from kalm_eval.config import RunConfig
 from kalm_eval.errors import DataError, SuiteIncomplete
 from kalm_eval.metrics import MAIN_MEASURE
@@ -117,6 +118,8 @@ def run_suite(cfg: DictConfig, *, runner: Callable | None = None,
     units = expand_units(cfg)
     # Validate every unit up front: a bad knob must not surface after hours of earlier units.
     run_configs = [dataclasses.replace(make_run_config(unit.config), output_dir=None) for unit in units]
+    # ... and every checkpoint they load: cached or downloadable, before the first unit spends anything.
+    check_available(c for run_cfg in run_configs for c in run_cfg.hub_checkpoints())
     suite = str(cfg.benchmark.get("name"))
     _warn_if_not_paper_retriever(cfg)
     out = suite_dir(cfg, units)

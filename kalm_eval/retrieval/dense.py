@@ -63,6 +63,12 @@ class DenseSettings:
     # passages per embedding shard (a unit of work): part of the shard cache key only, the search is exact whatever it is
     shard_docs: int = knob(65536, minimum=1, logged=True)
 
+    def hub_source(self) -> tuple[str, str | None] | None:
+        """(hub id, revision) when the encoder comes from the hub; None for a local folder or random vectors."""
+        if self.model.startswith("random:") or Path(self.model).expanduser().is_dir():
+            return None
+        return self.model, self.revision
+
 
 class ShardDamaged(KalmEvalError):
     """An embedding shard failed its checksum or shape check (it has been removed)."""
