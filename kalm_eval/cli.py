@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from kalm_eval.config import CONFIG_PATH, RunConfig
 from kalm_eval.errors import KalmEvalError, exit_with
+from kalm_eval.storage import WRITE_ERRNOS, write_failure
 
 log = logging.getLogger("kalm_eval")
 
@@ -30,6 +31,10 @@ def main(cfg: DictConfig) -> None:
         outputs = run(RunConfig.from_hydra(cfg))
     except (KalmEvalError, IncompleteUnits) as err:
         exit_with(err, "kalm-eval")
+    except OSError as err:  # a write that failed outside the wrapped writers: still one line
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        exit_with(write_failure(err.filename, err), "kalm-eval")
     for out in outputs:
         print(out / "metrics.json")
 

@@ -20,6 +20,11 @@ class ResultError(KalmEvalError, ValueError):
     """A result directory that is unreadable, incomplete or of an unknown schema; the message names the file."""
 
 
+class WriteFailed(KalmEvalError):
+    """Writing a file failed (no space, quota, read-only file system, no permission); the message names the path
+    and, for space, what is free and what the run needs. What was written before is complete; nothing is partial."""
+
+
 class CheckpointUnavailable(KalmEvalError):
     """A checkpoint the run needs is neither in the local Hugging Face cache nor downloadable; the message names the
     model, its revision and the ways out (a local copy, a download command, HF_HUB_OFFLINE)."""

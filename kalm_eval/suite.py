@@ -31,6 +31,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from kalm_eval.checkpoints import check_available
 from kalm_eval.config import RunConfig
+from kalm_eval.space import check_space, estimate
 from kalm_eval.errors import DataError, SuiteIncomplete
 from kalm_eval.metrics import MAIN_MEASURE
 from kalm_eval.report.summary import summarize_suite
@@ -120,6 +121,9 @@ def run_suite(cfg: DictConfig, *, runner: Callable | None = None,
     run_configs = [dataclasses.replace(make_run_config(unit.config), output_dir=None) for unit in units]
     # ... and every checkpoint they load: cached or downloadable, before the first unit spends anything.
     check_available(c for run_cfg in run_configs for c in run_cfg.hub_checkpoints())
+    needs = [n for n in map(estimate, run_configs) if n is not None]
+    if needs:
+        check_space(sum(needs[1:], needs[0]))  # the whole suite against the free space, before the first unit
     suite = str(cfg.benchmark.get("name"))
     _warn_if_not_paper_retriever(cfg)
     out = suite_dir(cfg, units)
