@@ -11,7 +11,8 @@ from omegaconf import DictConfig
 
 from kalm_eval.config import CONFIG_PATH, RunConfig
 from kalm_eval.errors import KalmEvalError, exit_with
-from kalm_eval.storage import WRITE_ERRNOS, write_failure
+from kalm_eval.space import write_failure
+from kalm_eval.storage import failed_write
 
 log = logging.getLogger("kalm_eval")
 
@@ -32,7 +33,7 @@ def main(cfg: DictConfig) -> None:
     except (KalmEvalError, IncompleteUnits) as err:
         exit_with(err, "kalm-eval")
     except OSError as err:  # a write that failed outside the wrapped writers: still one line
-        if err.errno not in WRITE_ERRNOS:
+        if not failed_write(err):
             raise
         exit_with(write_failure(err.filename, err), "kalm-eval")
     for out in outputs:

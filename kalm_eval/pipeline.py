@@ -35,8 +35,8 @@ from kalm_eval.result import PER_QUERY_FILE, PER_QUERY_HEADER, ResultRecord, com
 from kalm_eval.retrieval.first_stage import FirstStageRun, first_stage
 from kalm_eval.run_status import record_progress
 from kalm_eval.retrieval.runfile import write_trec
-from kalm_eval.space import check_space, estimate
-from kalm_eval.storage import atomic_open, copy_atomic, signature_of, writing
+from kalm_eval.space import check_space, estimate, writing
+from kalm_eval.storage import atomic_open, copy_atomic, signature_of
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from kalm_eval.errors import ResultError
-from kalm_eval.storage import read_json, replace_directory, sha256_file, temp_sibling, write_json_atomic, writing
+from kalm_eval.storage import read_json, replace_directory, sha256_file, temp_sibling, write_json_atomic, named_writes
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class ResultRecord:
         directory = Path(directory)
         staged = temp_sibling(directory, "tmp")
         try:
-            with writing(directory):
+            with named_writes(directory):
                 directory.parent.mkdir(parents=True, exist_ok=True)
                 staged.mkdir()
                 for name, write in writers.items():

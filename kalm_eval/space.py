@@ -13,11 +13,15 @@ A write that fails anyway is one WriteFailed line (kalm_eval.storage.writing) qu
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kalm_eval.storage import expect_writes, free_bytes, human_bytes
+from kalm_eval.errors import WriteFailed
+from kalm_eval.storage import (PERMISSION_ERRNOS, SPACE_ERRNOS, WRITE_ERRNOS, expect_writes, expected_writes,
+                               free_bytes, human_bytes, user_path)
 
 log = logging.getLogger(__name__)
 
@@ -107,3 +111,32 @@ def _same_fs(a: Path, b: Path) -> bool:
         return None
 
     return device(a) == device(b)
+
+
+def write_failure(path: Path | str | None, err: OSError) -> WriteFailed:
+    """The one-line error for a failed write: the path, the reason, and for space what is free and needed."""
+    where = user_path(err.filename or path or "?")
+    message = f"{where}: cannot write: {err.strerror or err}"
+    if err.errno in SPACE_ERRNOS:
+        free = free_bytes(where)
+        expected = expected_writes(where)
+        needed = (f", this run writes about {human_bytes(expected[1])} under {expected[0]} (kalm-eval-plan's "
+                  "estimate)") if expected is not None else ""
+        message += (f" ({human_bytes(free) if free is not None else 'unknown'} free there{needed}); free space or "
+                    "point cache_dir= / results_dir= elsewhere and rerun: finished work is kept, nothing partial was "
+                    "left")
+    return WriteFailed(message)
+
+
+@contextmanager
+def writing(path: str | Path, *, permission: bool = True) -> Iterator[None]:
+    """Turn a failed write under `path` into WriteFailed naming the file (or `path`): no space, quota, file too
+    large, read-only file system; no permission where `permission` (a scope that only writes) or where the writer
+    marked it (kalm_eval.storage.named_writes)."""
+    try:
+        yield
+    except OSError as err:
+        marked = getattr(err, "kalm_eval_write", False)
+        if err.errno in WRITE_ERRNOS or (err.errno in PERMISSION_ERRNOS and (permission or marked)):
+            raise write_failure(path, err) from None
+        raise

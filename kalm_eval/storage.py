@@ -2,8 +2,9 @@
 
 Files are created with the process umask, as open() would (mkstemp alone would make them 0600 and unreadable to a
 group sharing a results directory), under unique temporary names, and renamed into place only on success. A write
-that fails (no space, quota, read-only file system, no permission) is one WriteFailed naming the path and, for
-space, what is free and what the run expects to write there (`expect_writes`, set by kalm_eval.space)."""
+that fails (no space, quota, read-only file system, no permission) propagates named by its path (`named_writes`);
+kalm_eval.space turns it into one WriteFailed line with, for space, what is free and what the run expects to write
+there (`expect_writes`)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from kalm_eval.errors import WriteFailed
 
 
 def sha256_text(text: str) -> str:
@@ -76,7 +76,7 @@ def atomic_open(path: str | Path, mode: str = "w", *, compress: bool | None = No
     (0.02 s vs 0.19 s for 2.2 MB of scores) for files ~9 % larger."""
     path = Path(path)
     compress = path.suffix == ".gz" if compress is None else compress
-    with writing(path):
+    with named_writes(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
@@ -160,6 +160,14 @@ def expect_writes(place: str | Path, size: int) -> None:
     _EXPECTED[Path(place).absolute()] = int(size)
 
 
+def expected_writes(path: str | Path) -> tuple[Path, int] | None:
+    """The innermost location registered with `expect_writes` that holds `path`, and its expected bytes."""
+    where = Path(path).absolute()
+    places = [place for place in _EXPECTED if where.is_relative_to(place)]
+    place = max(places, key=lambda p: len(p.parts), default=None)
+    return None if place is None else (place, _EXPECTED[place])
+
+
 def free_bytes(path: str | Path) -> int | None:
     """Free bytes on the file system that holds `path` (its nearest existing ancestor)."""
     path = Path(path).absolute()
@@ -197,29 +205,21 @@ def user_path(path: str | Path) -> Path:
     return Path(*parts)
 
 
-def write_failure(path: Path | str | None, err: OSError) -> WriteFailed:
-    """The one-line error for a failed write: the path, the reason, and for space what is free and needed."""
-    where = user_path(path or err.filename or "?")
-    message = f"{where}: cannot write: {err.strerror or err}"
-    if err.errno in SPACE_ERRNOS:
-        free = free_bytes(where)
-        places = [place for place in _EXPECTED if where.absolute().is_relative_to(place)]
-        place = max(places, key=lambda p: len(p.parts), default=None)  # the innermost location it belongs to
-        needed = (f", this run writes about {human_bytes(_EXPECTED[place])} under {place} (kalm-eval-plan's "
-                  "estimate)") if place is not None else ""
-        message += (f" ({human_bytes(free) if free is not None else 'unknown'} free there{needed}); free space or "
-                    "point cache_dir= / results_dir= elsewhere and rerun: finished work is kept, nothing partial was "
-                    "left")
-    return WriteFailed(message)
+def failed_write(err: OSError) -> bool:
+    """Whether `err` is a write that failed for lack of space or rights (named by `named_writes`, or a failure only a
+    write gives)."""
+    return err.errno in WRITE_ERRNOS or (err.errno in PERMISSION_ERRNOS and getattr(err, "kalm_eval_write", False))
 
 
 @contextmanager
-def writing(path: str | Path, *, permission: bool = True) -> Iterator[None]:
-    """Turn a failed write under `path` (no space, quota, file too large, read-only; with `permission`, no
-    permission) into WriteFailed naming the file (or `path`). `permission=False` for scopes that also read."""
+def named_writes(path: str | Path) -> Iterator[None]:
+    """A failed write under `path` (no space, quota, file too large, read-only, no permission) propagates as the
+    same OSError, marked as a write and named: its own file (temporary names replaced by the names they stand for)
+    or `path`. kalm_eval.space turns it into one WriteFailed line."""
     try:
         yield
     except OSError as err:
-        if err.errno in WRITE_ERRNOS or (permission and err.errno in PERMISSION_ERRNOS):
-            raise write_failure(err.filename or path, err) from None
+        if err.errno in WRITE_ERRNOS or err.errno in PERMISSION_ERRNOS:
+            err.filename = str(user_path(err.filename or path))
+            err.kalm_eval_write = True  # type: ignore[attr-defined]
         raise

@@ -21,7 +21,7 @@ from kalm_eval.progress import progress_bar
 from kalm_eval.records import RankedList
 from kalm_eval.retrieval import bm25_index
 from kalm_eval.retrieval.runfile import rank
-from kalm_eval.storage import signature_of, temp_sibling, writing
+from kalm_eval.storage import named_writes, signature_of, temp_sibling
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class BM25Retriever:
             log.warning("bm25 over %d passages on one machine: expect hours of single-core tokenisation and several "
                         "GB of memory; %s", len(dataset.corpus), bm25_index.TREC_RUN_HINT)
         try:
-            with writing(target):  # no space / read-only: one line naming the index; the staged build is removed
+            with named_writes(target):  # no space / read-only: one line naming the index; the staged build is removed
                 target.parent.mkdir(parents=True, exist_ok=True)
                 staged.mkdir()
                 stats = bm25_index.build_index(dataset.corpus, dataset.joiner, staged, method=s.method, k1=s.k1,
