@@ -173,8 +173,9 @@ def check_complete(out: Path) -> None:
         first, reason = next(iter(failures.items()))
         reason = " ".join(str(reason).split())  # one line
         total = len(summary.get("units") or {})
+        others = "the others ran" if len(failures) < total else "none ran"
         raise SuiteIncomplete(f"suite {summary.get('suite')}: {len(failures)} of {total} unit(s) failed (first: "
-                              f"{first}: {reason}); the others ran, summary in {out / 'summary.md'}")
+                              f"{first}: {reason}); {others}, summary in {out / 'summary.md'}")
 
 
 def suite_dir(cfg: DictConfig, units: list[Unit]) -> Path:

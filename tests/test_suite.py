@@ -127,7 +127,8 @@ def test_suite_without_any_data_exits_3(tmp_path):
     summary = read_json(Path(done.stdout.strip().splitlines()[-1]))
     assert len(summary["failures"]) == 42 and summary["missing_units"] == list(summary["units"])
     assert [line for line in done.stderr.splitlines() if line.startswith("kalm-eval: error:")] == [
-        line for line in done.stderr.splitlines() if "suite lmeb_dialogue: 42 of 42 unit(s) failed" in line]
+        line for line in done.stderr.splitlines() if "suite lmeb_dialogue: 42 of 42 unit(s) failed" in line
+        and "; none ran, summary in " in line]
     assert "Traceback" not in done.stderr
 
 
