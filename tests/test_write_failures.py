@@ -166,3 +166,31 @@ def test_permission_only_where_a_write_is_known(tmp_path):
     with pytest.raises(PermissionError) as err, writing(tmp_path, permission=False):  # a scope that also reads
         raise PermissionError(errno.EACCES, "Permission denied")
     assert not isinstance(err.value, WriteFailed)
+
+
+@pytest.mark.slow
+def test_full_disk_while_a_reranked_record_is_committed(tmp_path, small_disk):
+    """The tiny reranker over SciFact's BM25 top-5: the record (runs + pair scores) does not fit; the rerun with
+    space computes no unit again and writes the same run and score files as a run that never failed."""
+    data = shared_dataset("beir", "scifact").parent.parent
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+    def run(cache: Path, results: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "kalm_eval", "benchmark=beir/scifact", "retriever=bm25",
+                               "retriever.depth=5", "reranker=kalm", "model=tiny", f"data_dir={data}",
+                               f"cache_dir={cache}", f"results_dir={results}", "progress=false"], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=600)
+
+    disk = small_disk("64K")
+    line = _error_line(run(tmp_path / "cache", disk / "results"))
+    assert line.startswith(f"kalm-eval: error: {disk / 'results'}/beir__scifact/") and "No space left on device" in line
+    assert [p for p in (disk / "results").rglob("*") if p.is_file()] == []
+    _remount(disk, "8M")
+    rerun = run(tmp_path / "cache", disk / "results")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "0 unit(s) computed here, 1 in all" in rerun.stdout + rerun.stderr
+    reference = run(tmp_path / "cache2", tmp_path / "results2")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    ((got,), (want,)) = ((disk / "results" / "beir__scifact").iterdir(), (tmp_path / "results2" / "beir__scifact").iterdir())
+    for name in ("run.first_stage.trec.gz", "run.reranked.trec.gz", "scores.reranked.tsv.gz", "per_query.tsv"):
+        assert (got / name).read_bytes() == (want / name).read_bytes(), name
