@@ -1,5 +1,5 @@
-"""The project's expected failures. The CLI turns each into one line on stderr and exit code 2; anything else that
-escapes is a bug and keeps its traceback."""
+"""The project's expected failures. The CLI turns each into one line on stderr and exit code 2 (3 for a suite with
+failed units, SuiteIncomplete); anything else that escapes is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
