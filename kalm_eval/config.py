@@ -205,8 +205,12 @@ def _reranker_and_model(values: dict[str, Any], model_values: dict[str, Any],
         return None, None
     chosen = reranker_family(name)
     values = dict(values)
-    if values.get("depth") is None:  # default: rerank everything the first stage returns
-        values["depth"] = retriever_depth
+    if values.get("depth") is None:
+        # A value the user did not set follows the ones they did: a cascade's first step, else everything the
+        # first stage returns. Only two explicit values can conflict (RerankSettings checks them).
+        cascade = values.get("cascade")
+        first_step_depth = cascade[0].get("depth") if cascade and isinstance(cascade[0], dict) else None
+        values["depth"] = first_step_depth if first_step_depth is not None else retriever_depth
     compression = values.pop("compression", None)
     if chosen.uses_compression:
         values["compression"] = _compression_list(compression)

@@ -16,6 +16,16 @@ class DataError(KalmEvalError, ValueError):
     """Bad or missing input data; the message names the file (and line, where there is one)."""
 
 
+class ScoreError(KalmEvalError, ValueError):
+    """A score that is not a finite number (nan, inf, an overflow), made by a first stage or a reranker: it cannot be
+    ranked, so it is refused before anything is written; the message names the pair and what made the score."""
+
+
+class InvariantError(KalmEvalError, RuntimeError):
+    """A check every run makes on its own work failed (e.g. a reranked query that does not hold exactly its own
+    first-stage candidates): nothing is written; the message names the query and what differs."""
+
+
 class ResultError(KalmEvalError, ValueError):
     """A result directory that is unreadable, incomplete or of an unknown schema; the message names the file."""
 

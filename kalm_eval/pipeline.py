@@ -21,6 +21,7 @@ import numpy as np
 from kalm_eval import __version__, metrics, provenance
 from kalm_eval.checkpoints import check_available
 from kalm_eval.config import RunConfig
+from kalm_eval.errors import InvariantError
 from kalm_eval.data import Dataset
 from kalm_eval.data.loaders import load_dataset
 from kalm_eval.parallel import Workers, from_environment
@@ -34,13 +35,15 @@ from kalm_eval.rerank.settings import RerankContext
 from kalm_eval.result import PER_QUERY_FILE, PER_QUERY_HEADER, ResultRecord, completed, default_directory
 from kalm_eval.retrieval.first_stage import FirstStageRun, first_stage
 from kalm_eval.run_status import record_progress
-from kalm_eval.retrieval.runfile import write_trec
+from kalm_eval.retrieval.runfile import scores_below, trec_order, write_trec
 from kalm_eval.space import check_space, estimate, writing
 from kalm_eval.storage import atomic_open, copy_atomic, signature_of
 
 log = logging.getLogger(__name__)
 
-RERANK_TIE_BREAK = "margin desc, then first-stage rank"
+# The written score of a reranked candidate is its margin, so the reranked order is runfile.trec_order of the margins
+# (ties of identical passage texts included): the written run ranks exactly as trec_eval reads it.
+RERANK_TIE_BREAK = "margin desc, then doc id desc (trec_eval's order of the written run)"
 SCORES_HEADER = "query_id\tdoc_id\tfirst_stage_rank\tfirst_stage_score\tmargin\tp_yes"
 LOG_FILE = "run.log"
 
@@ -200,7 +203,14 @@ class Reranking:
                          workers.label(), len(missing))
                 return []
             raise IncompleteUnits(units.path, missing)
-        scores = merge_units(job, variants, units)
+        try:
+            scores = merge_units(job, variants, units)
+        except IncompleteUnits as damaged:  # named and deleted by the merge: compute them again, here, once
+            log.warning("%srecomputing %d damaged rerank unit(s): %s", workers.label(), len(damaged.missing),
+                        damaged.missing[:10])
+            computed += compute_units(job, reranker, units, Workers(), self.dataset.passage,
+                                      show_progress=self.cfg.progress)
+            scores = merge_units(job, variants, units)
         self.state.timings["units"] = {"total": job.chunks, "computed_here": computed}
         for plan in pending:
             self._write(plan, reranker, job, scores)
@@ -254,18 +264,32 @@ class Reranking:
                 pair_rows=lambda: self._score_rows(job, margin, p_yes))
 
     def _heads(self, job: RerankJob) -> Iterator[tuple[RankedList, range]]:
-        """Each query's first-stage ranking, streamed, with the span of its head's pairs in the job."""
+        """Each query's first-stage ranking, streamed, with the span of its head's pairs in the job; checked: the
+        job's pairs of that span are exactly this query's first-stage top-k, in order (InvariantError otherwise)."""
+        queries = 0
         for q, ranking in enumerate(self.state.first_stage):
-            yield ranking, range(int(job.query_offsets[q]), int(job.query_offsets[q + 1]))
+            span = range(int(job.query_offsets[q]), int(job.query_offsets[q + 1])) if q < len(job.query_ids) else None
+            if span is None or job.query_ids[q] != ranking.query_id or \
+                    [job.doc_ids[d] for d in job.pair_doc[span.start:span.stop]] != \
+                    [c.doc_id for c in ranking.candidates[: self.settings.depth]]:
+                raise InvariantError(f"{self.state.first_stage.path}: query {ranking.query_id!r} (#{q + 1}): the "
+                                     "scored pairs are not its first-stage top-"
+                                     f"{self.settings.depth} (the run changed under the rerank job?); nothing written")
+            queries += 1
+            yield ranking, span
+        if queries != len(job.query_ids):
+            raise InvariantError(f"{self.state.first_stage.path}: {queries} queries, but the rerank job scored "
+                                 f"{len(job.query_ids)}; nothing written")
 
     def _reranked(self, job: RerankJob, margin: np.ndarray) -> Iterator[RankedList]:
-        """Each query's head ordered by margin (ties: first-stage rank), then the first-stage tail; streamed."""
+        """Each query's head in trec_order of its margins, then the first-stage tail; streamed, each query checked
+        to hold exactly its own first-stage candidates."""
         for ranking, span in self._heads(job):
             head = ranking.candidates[: len(span)]
-            margins = [float(margin[i]) for i in span]
-            order = sorted(range(len(head)), key=lambda i: (-margins[i], i))
-            new_head = [Candidate(head[i].doc_id, margins[i]) for i in order]
-            yield RankedList(ranking.query_id, tuple(new_head + self._tail(ranking, new_head, len(head))))
+            new_head = trec_order(Candidate(cand.doc_id, float(margin[i])) for cand, i in zip(head, span))
+            yield checked_candidates(ranking, RankedList(
+                ranking.query_id, tuple(new_head + self._tail(ranking, new_head, len(head)))), len(head),
+                self.settings.tail)
 
     def _score_rows(self, job: RerankJob, margin: np.ndarray, p_yes: np.ndarray) -> Iterator[tuple]:
         for ranking, span in self._heads(job):
@@ -277,7 +301,8 @@ class Reranking:
         if self.settings.tail != "first_stage" or len(ranking.candidates) <= depth:
             return []
         floor = min((c.score for c in above), default=0.0)
-        return [Candidate(c.doc_id, floor - 1.0 - i) for i, c in enumerate(ranking.candidates[depth:])]
+        tail = ranking.candidates[depth:]
+        return [Candidate(c.doc_id, score) for c, score in zip(tail, scores_below(floor, len(tail)))]
 
     def _write_cascade(self, plan: RecordPlan, reranker: Reranker, job: RerankJob, scores: UnitScores) -> None:
         steps = self.settings.cascade
@@ -319,8 +344,8 @@ class Reranking:
         return total
 
     def _cascade(self, job: RerankJob, scores: UnitScores, steps) -> Iterator[tuple[RankedList, list[tuple]]]:
-        """Step k re-sorts the top depth_k of step k-1's order by its own margins (ties: step k-1's order); below
-        it, step k-1's order continues, then the first-stage tail. Score rows: each pair's deepest step. Streamed."""
+        """Step k re-sorts the top depth_k of step k-1's order in trec_order of its own margins; below it, step
+        k-1's order continues, then the first-stage tail. Score rows: each pair's deepest step. Streamed."""
         for ranking, span in self._heads(job):
             head = ranking.candidates[: len(span)]
             order = list(range(len(head)))  # positions into head, current order
@@ -331,15 +356,16 @@ class Reranking:
                 margins = {i: float(scores.margin[label][span[i]]) for i in top}
                 for i in top:
                     deepest[i] = (k, margins[i], float(scores.p_yes[label][span[i]]))
-                ranked_top = sorted(range(len(top)), key=lambda j: (-margins[top[j]], j))
-                order = [top[j] for j in ranked_top] + order[step.depth:]
+                order = trec_order(top, doc_id=lambda i: head[i].doc_id, score=margins.__getitem__) + order[step.depth:]
             top_scores = [deepest[i][1] for i in order if deepest[i][0] == len(steps)]
             cands = [Candidate(head[i].doc_id, deepest[i][1]) for i in order[: len(top_scores)]]
-            floor = min(top_scores, default=0.0)
-            cands += [Candidate(head[i].doc_id, floor - 1.0 - n) for n, i in enumerate(order[len(top_scores):])]
+            below = order[len(top_scores):]
+            cands += [Candidate(head[i].doc_id, score)
+                      for i, score in zip(below, scores_below(min(top_scores, default=0.0), len(below)))]
             rows = [(ranking.query_id, cand.doc_id, i + 1, cand.score, deepest[i][1], deepest[i][2])
                     for i, cand in enumerate(head)]
-            yield RankedList(ranking.query_id, tuple(cands + self._tail(ranking, cands, len(head)))), rows
+            reranked = RankedList(ranking.query_id, tuple(cands + self._tail(ranking, cands, len(head))))
+            yield checked_candidates(ranking, reranked, len(head), self.settings.tail), rows
 
     # ---- costs ------------------------------------------------------------------------------------------------
     def _latency(self, reranker: Reranker, variant: Variant, depth: int, scores: UnitScores) -> dict[str, Any] | None:
@@ -376,6 +402,16 @@ class Reranking:
             counts["stored_bytes_per_passage"] = stored
             counts["compression_sharing_encode"] = list(self.settings.compressions_scored)
         return counts
+
+
+def checked_candidates(first_stage: RankedList, reranked: RankedList, head: int, tail: str) -> RankedList:
+    """`reranked`, checked to hold exactly the query's own first-stage candidates (all of them with the first-stage
+    tail, its top `head` with tail=drop), each once: InvariantError naming the query otherwise, before any metric."""
+    expected = sorted(c.doc_id for c in first_stage.candidates[: head if tail == "drop" else None])
+    if reranked.query_id != first_stage.query_id or sorted(c.doc_id for c in reranked.candidates) != expected:
+        raise InvariantError(f"reranked query {reranked.query_id!r} does not hold exactly the first-stage candidates "
+                             f"of query {first_stage.query_id!r} (a bug); nothing written")
+    return reranked
 
 
 # ---- records ----------------------------------------------------------------------------------------------------

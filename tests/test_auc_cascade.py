@@ -117,14 +117,14 @@ def test_cascade_order_is_what_the_single_ratio_runs_imply(runs):
     _, singles, cascade = runs
     first = trec(cascade / "run.first_stage.trec.gz")
     assert first == trec(singles[32] / "run.first_stage.trec.gz")  # the same first stage
-    r32 = trec(singles[32] / "run.reranked.trec.gz")  # r = 32 head (margin desc, ties by first-stage rank) + tail
+    r32 = trec(singles[32] / "run.reranked.trec.gz")  # r = 32 head (margin desc, ties by doc id desc) + tail
     r2_margin = {(r["query_id"], r["doc_id"]): float(r["margin"]) for r in score_rows(singles[2])}
     final = trec(cascade / "run.reranked.trec.gz")
     assert set(final) == set(first)
     changed = 0
     for qid, order in r32.items():
         top = order[:5]
-        resorted = sorted(top, key=lambda d: (-r2_margin[(qid, d)], top.index(d)))
+        resorted = sorted(top, key=lambda d: (r2_margin[(qid, d)], d), reverse=True)
         expected = resorted + order[5:DEPTH] + first[qid][DEPTH:]
         assert final[qid] == expected, qid
         assert len(final[qid]) == FIRST_STAGE_DEPTH

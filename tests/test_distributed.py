@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,13 +62,25 @@ def test_torchrun_ranks_equal_one_process(mini, single):
     assert sorted(single) == ["r1", "r4"]
     assert fingerprint(mini / "out" / "torchrun") == single
     unit_files = list((mini / "torchrun").glob("rerank_units/*/*/*.npz"))
-    assert len(unit_files) > 2  # the work was cut into several units, shared by the two ranks
+    assert len(unit_files) > 2  # the work was cut into several units ...
+    assert computed_per_rank(mini / "torchrun") == {0: (len(unit_files) + 1) // 2, 1: len(unit_files) // 2}
+
+
+def computed_per_rank(cache_dir: Path) -> dict[int, int]:
+    """... and shared by the ranks: unit i belongs to rank i % world, each rank's log says how many it computed."""
+    counts = {}
+    for log in cache_dir.glob("logs/*.rank*.log"):
+        found = re.findall(r"(\d+) unit\(s\) computed here, (\d+) in all", log.read_text())
+        counts[int(log.name.rsplit(".rank", 1)[1].split(".")[0])] = int(found[-1][0])
+    return counts
 
 
 def test_submitit_job_array_of_workers_equals_one_process(mini, single):
     kalm_eval(mini, "array", extra=("-m", "hydra/launcher=local_workers", "worker=0,1", "workers=2"))
     (job_dir,) = [p for p in (mini / "out" / "array").iterdir() if p.is_dir()]  # the workers share one directory
     assert fingerprint(job_dir) == single
+    units = len(list((mini / "array").glob("rerank_units/*/*/*.npz")))
+    assert computed_per_rank(mini / "array") == {0: (units + 1) // 2, 1: units // 2}
 
 
 def test_slurm_launcher_preset_composes():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -18,7 +19,10 @@ from tests.conftest import REPO_ROOT, shared_dataset
 def test_every_subpackage_is_listed_in_pyproject():
     listed = set(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(REPO_ROOT).parts) for p in (REPO_ROOT / "kalm_eval").rglob("__init__.py")}
-    assert found | {"kalm_eval.conf", "kalm_eval.paper"} == listed
+    for folder, package in ((REPO_ROOT / "conf", "kalm_eval.conf"), (REPO_ROOT / "results" / "paper", "kalm_eval.paper")):
+        found |= {".".join((package, *d.relative_to(folder).parts)) for d in [folder, *folder.rglob("*")]
+                  if d.is_dir() and d.name != "__pycache__"}
+    assert found == listed
 
 
 def run(command: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -27,10 +31,26 @@ def run(command: list[str], cwd: Path, env: dict | None = None) -> subprocess.Co
     return done
 
 
+def _source_copy(destination: Path) -> Path:
+    """The checkout's sources without its environments and outputs: pip builds in the source tree (build/,
+    *.egg-info), so the wheel is built from a copy and the checkout stays as it was."""
+    def ignored(folder: str, names: list[str]) -> set[str]:
+        here = Path(folder)
+        if here == REPO_ROOT:
+            return {n for n in names if n in (".git", ".venv", "build", ".pytest_cache") or n.endswith(".egg-info")}
+        if here == REPO_ROOT / "results":
+            return {n for n in names if n != "paper"}
+        return {n for n in names if n == "__pycache__"}
+
+    shutil.copytree(REPO_ROOT, destination, ignore=ignored)
+    return destination
+
+
 def test_wheel_installs_and_runs_from_an_empty_directory(tmp_path):
     data = shared_dataset("beir", "scifact").parent.parent
+    source = _source_copy(tmp_path / "source")
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"),
-         str(REPO_ROOT)], cwd=tmp_path)
+         str(source)], cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("kalm_eval-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "kalm_eval/conf/config.yaml" in names and "kalm_eval/conf/benchmark/beir/scifact.yaml" in names
@@ -46,7 +66,7 @@ def test_wheel_installs_and_runs_from_an_empty_directory(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
     env.update(HF_HUB_OFFLINE="1", KALM_EVAL_HOME=str(tmp_path / "home"))
     where = run([str(python), "-c", "import kalm_eval; print(kalm_eval.__file__)"], cwd=empty, env=env).stdout
-    assert str(REPO_ROOT) not in where  # the installed copy, not the checkout
+    assert str(REPO_ROOT) not in where and str(source) not in where  # the installed copy, not a source tree
     out = run([str(tmp_path / "venv" / "bin" / "kalm-eval"), "benchmark=beir/scifact", "retriever=bm25",
                f"data_dir={data}"], cwd=empty, env=env).stdout
     record = empty / out.strip().splitlines()[-1]

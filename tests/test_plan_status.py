@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -64,6 +65,16 @@ def test_status_follows_a_run(tmp_path):
     (tmp_path / "out" / "r4" / "per_query.tsv").unlink()  # a damaged record no longer counts
     status = unit_status("mini", run_cfg)
     assert status.records == (1, 2) and status.units["missing"] == 1 and status.state == "partial"
+    # the missing unit being computed by a live process here: in progress; by a process that is gone: interrupted
+    marker = unit.with_suffix(".inflight")
+    marker.write_text(json.dumps({"host": os.uname().nodename, "pid": os.getpid(), "started": 0}))
+    status = unit_status("mini", run_cfg)
+    assert status.state == "in progress" and (status.units["in_flight"], status.units["interrupted"]) == (1, 0)
+    total = status.units["units"]
+    assert status.row()[3] == f"{total - 1}/{total} done, 1 in flight, 0 interrupted, 1 missing"  # missing = not done
+    marker.write_text(json.dumps({"host": os.uname().nodename, "pid": 2**22 + 7, "started": 0}))
+    status = unit_status("mini", run_cfg)
+    assert status.state == "interrupted" and (status.units["in_flight"], status.units["interrupted"]) == (0, 1)
 
 
 def test_plan_states_the_disk_a_run_writes_and_the_free_space(tmp_path):

@@ -46,7 +46,11 @@ def test_redirected_stderr_gets_periodic_lines_and_the_log_file_too(tmp_path):
                     r"score pairs: (\d+)/\1 pair \(100%\), [\d.]+ pair/s, elapsed \d+:\d\d, ETA"):
         assert re.search(pattern, output), pattern
     log = (tmp_path / "out" / "run.log").read_text()
-    assert "score pairs:" in log and "first_stage nDCG@10" not in log.split("score pairs:")[0][-1:]
+    # the record's log gets the same progress lines as stderr, every stage's, up to the units' merge before the commit
+    for pattern in (r"bm25 search: (\d+)/\1 query \(100%\)", r"encode passages: (\d+)/\1 passage \(100%\)",
+                    r"score pairs: (\d+)/\1 pair \(100%\)", r"\d+ unit\(s\) computed here"):
+        assert re.search(pattern, log), (pattern, log[-2000:])
+    assert log.rindex("score pairs:") < log.index("unit(s) computed here")
 
 
 def test_a_terminal_gets_live_bars(tmp_path):

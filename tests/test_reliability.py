@@ -89,6 +89,24 @@ def test_unwritable_output_location_is_refused_up_front(mini, tmp_path):
         locked.chmod(0o700)
 
 
+@pytest.mark.parametrize("knob", ["output_dir", "cache_dir", "results_dir"])
+def test_a_location_under_a_regular_file_is_refused_up_front_even_for_root(mini, tmp_path, knob):
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ConfigError, match=f"{knob}=.*a-file"):
+        RunConfig.from_hydra(compose_config(*mini, f"{knob}={tmp_path / 'a-file' / 'below'}"))
+
+
+def test_a_damaged_first_stage_cache_entry_is_named_and_rebuilt(mini, tmp_path, caplog):
+    first = _record(mini, tmp_path / "first")
+    [cached] = (tmp_path / "cache" / "first_stage").glob("*/*.trec.gz")
+    intact = cached.read_bytes()
+    cached.write_bytes(gzip.compress(b"q1 Q0 d1 1 9.0 forged\n"))  # valid TREC, not what the manifest recorded
+    again = _record(mini, tmp_path / "again")
+    assert f"first-stage cache {cached} does not match its manifest; rebuilding" in caplog.text
+    assert cached.read_bytes() == intact
+    assert (again / "run.first_stage.trec.gz").read_bytes() == (first / "run.first_stage.trec.gz").read_bytes()
+
+
 def _record(mini, out: Path, *extra) -> Path:
     [path] = run_overrides(*mini, f"output_dir={out}", *extra)
     return path

@@ -33,6 +33,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -559,47 +560,99 @@ def _document(obj: dict) -> Document:
 # 64-bit hashes holds n-sized arrays in memory (~24 bytes per document).
 
 
-def _build_index(plain: Path, source: Path, out: Path) -> dict[str, Any]:
-    log.info("indexing corpus %s", source)
-    digest = hashlib.sha256()
-    tmp = {name: open(out / f"{name}.raw", "wb") for name in ("hashes", "offsets", "id_lengths", "lines", "id_blob")}
-    hashes: list[int] = []
-    offsets: list[int] = []
-    lengths: list[int] = []
-    lines: list[int] = []
-    blob: list[bytes] = []
+_SPILLS = ("hashes", "offsets", "id_lengths", "lines", "id_blob")
 
-    def flush() -> None:
-        tmp["hashes"].write(np.asarray(hashes, dtype=np.uint64).tobytes())
-        tmp["offsets"].write(np.asarray(offsets, dtype=np.int64).tobytes())
-        tmp["id_lengths"].write(np.asarray(lengths, dtype=np.int64).tobytes())
-        tmp["lines"].write(np.asarray(lines, dtype=np.int64).tobytes())
-        tmp["id_blob"].write(b"".join(blob))
-        for buffer in (hashes, offsets, lengths, lines, blob):
+
+class _IdSpill:
+    """Per-document id hash, byte offset, id length, line number and id bytes, appended to raw files in chunks of
+    BUILD_CHUNK documents (so the scan holds one chunk, not the corpus)."""
+
+    def __init__(self, out: Path):
+        self.handles = {name: open(out / f"{name}.raw", "wb") for name in _SPILLS}
+        self.buffers: dict[str, list] = {name: [] for name in _SPILLS}
+
+    def add(self, encoded_id: bytes, offset: int, lineno: int) -> None:
+        self.buffers["hashes"].append(hash_id_bytes(encoded_id))
+        self.buffers["offsets"].append(offset)
+        self.buffers["id_lengths"].append(len(encoded_id))
+        self.buffers["lines"].append(lineno)
+        self.buffers["id_blob"].append(encoded_id)
+        if len(self.buffers["hashes"]) >= BUILD_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        b = self.buffers
+        self.handles["hashes"].write(np.asarray(b["hashes"], dtype=np.uint64).tobytes())
+        for name in ("offsets", "id_lengths", "lines"):
+            self.handles[name].write(np.asarray(b[name], dtype=np.int64).tobytes())
+        self.handles["id_blob"].write(b"".join(b["id_blob"]))
+        for buffer in b.values():
             buffer.clear()
 
-    n = 0
-    offset = 0
-    longest = 0  # bytes from one document's line to the next one's (blank lines included)
-    previous = 0
-    bom = False
-    crlf_lines = 0
-    invalid_utf8: list[int] = []  # line numbers with bytes that are not UTF-8 (decoded with U+FFFD)
-    first_invalid: dict[str, Any] | None = None
+    def close(self) -> None:
+        self.flush()
+        for handle in self.handles.values():
+            handle.close()
+
+
+@dataclass
+class _Scan:
+    """What one pass over the JSONL found: documents, bytes, the longest line span, the sha256, input oddities."""
+
+    docs: int = 0
+    jsonl_bytes: int = 0
+    max_line_bytes: int = 0  # bytes from one document's line to the next one's (blank lines included)
+    sha256: str = ""
+    bom: bool = False
+    crlf_lines: int = 0
+    invalid_utf8_lines: list[int] = field(default_factory=list)  # decoded with U+FFFD
+    first_invalid_utf8: dict[str, Any] | None = None
+
+
+def _build_index(plain: Path, source: Path, out: Path) -> dict[str, Any]:
+    """Scan the JSONL once (ids spilled to raw files), sort the id hashes (refusing repeated ids), then write the
+    index arrays and their metadata."""
+    log.info("indexing corpus %s", source)
+    scan = _scan_corpus(plain, source, out)
+    id_offsets = _sort_ids(out, source, scan.docs)
+    _npy_from_raw(out / "offsets.raw", out / "offsets.npy", np.int64, scan.docs + 1,
+                  np.int64(scan.jsonl_bytes).tobytes())
+    _npy_from_raw(out / "id_blob.raw", out / "id_blob.npy", np.uint8, int(id_offsets[-1]), b"")
+    for name in _SPILLS:
+        (out / f"{name}.raw").unlink()
+    files = {}
+    for name in ARRAYS:
+        path = out / f"{name}.npy"
+        files[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    return {"version": INDEX_VERSION, "id_hash": ID_HASH, "docs": scan.docs, "jsonl_bytes": scan.jsonl_bytes,
+            "max_line_bytes": scan.max_line_bytes, "jsonl_sha256": scan.sha256, "build_id": uuid.uuid4().hex,
+            "files": files,
+            "input": {"bom": scan.bom, "crlf_lines": scan.crlf_lines, "invalid_utf8_lines": scan.invalid_utf8_lines,
+                      "first_invalid_utf8": scan.first_invalid_utf8}}
+
+
+def _scan_corpus(plain: Path, source: Path, out: Path) -> _Scan:
+    """One streaming pass: every line hashed into the corpus sha256, every document's id spilled; a malformed line
+    is an error naming `source` and the line."""
+    digest = hashlib.sha256()
+    scan = _Scan()
+    spill = _IdSpill(out)
+    offset = previous = 0
     with open(plain, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             digest.update(raw)
             if raw.endswith(b"\r\n"):
-                crlf_lines += 1
+                scan.crlf_lines += 1
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                invalid_utf8.append(lineno)
-                if first_invalid is None:
-                    first_invalid = {"line": lineno, "byte": err.start + 1, "value": raw[err.start:err.start + 1].hex()}
+                scan.invalid_utf8_lines.append(lineno)
+                if scan.first_invalid_utf8 is None:
+                    scan.first_invalid_utf8 = {"line": lineno, "byte": err.start + 1,
+                                               "value": raw[err.start:err.start + 1].hex()}
                 text = raw.decode("utf-8", errors="replace")
             if lineno == 1 and text.startswith(BOM):
-                bom = True
+                scan.bom = True
                 text = text[1:]
             if text.strip():
                 try:
@@ -608,25 +661,22 @@ def _build_index(plain: Path, source: Path, out: Path) -> dict[str, Any]:
                     raise DataError(f"{source}:{lineno}: invalid JSON ({err.msg})") from None
                 if not isinstance(obj, dict) or "_id" not in obj or "text" not in obj:
                     raise DataError(f"{source}:{lineno}: corpus line needs '_id' and 'text'")
-                encoded = str(obj["_id"]).encode("utf-8")
-                longest = max(longest, offset - previous)
+                scan.max_line_bytes = max(scan.max_line_bytes, offset - previous)
                 previous = offset
-                hashes.append(hash_id_bytes(encoded))
-                offsets.append(offset)
-                lengths.append(len(encoded))
-                lines.append(lineno)
-                blob.append(encoded)
-                n += 1
-                if len(hashes) >= BUILD_CHUNK:
-                    flush()
+                spill.add(str(obj["_id"]).encode("utf-8"), offset, lineno)
+                scan.docs += 1
             offset += len(raw)
-    flush()
-    for handle in tmp.values():
-        handle.close()
-    if not n:
+    spill.close()
+    if not scan.docs:
         raise DataError(f"{source}: empty corpus")
-    longest = max(longest, offset - previous)
+    scan.max_line_bytes = max(scan.max_line_bytes, offset - previous)
+    scan.jsonl_bytes, scan.sha256 = offset, digest.hexdigest()
+    return scan
 
+
+def _sort_ids(out: Path, source: Path, n: int) -> np.ndarray:
+    """hashes.npy sorted, order.npy (positions in file order) and id_offsets.npy; only this sort holds n-sized
+    arrays (~24 bytes per document). Returns the id offsets."""
     id_offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.fromfile(out / "id_lengths.raw", dtype=np.int64), out=id_offsets[1:])
     key = np.fromfile(out / "hashes.raw", dtype=np.uint64)
@@ -638,18 +688,7 @@ def _build_index(plain: Path, source: Path, out: Path) -> dict[str, Any]:
     np.save(out / "order.npy", order, allow_pickle=False)
     del key, order
     np.save(out / "id_offsets.npy", id_offsets, allow_pickle=False)
-    _npy_from_raw(out / "offsets.raw", out / "offsets.npy", np.int64, n + 1, np.int64(offset).tobytes())
-    _npy_from_raw(out / "id_blob.raw", out / "id_blob.npy", np.uint8, int(id_offsets[-1]), b"")
-    for name in ("hashes", "offsets", "id_lengths", "lines", "id_blob"):
-        (out / f"{name}.raw").unlink()
-    files = {}
-    for name in ARRAYS:
-        path = out / f"{name}.npy"
-        files[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
-    return {"version": INDEX_VERSION, "id_hash": ID_HASH, "docs": n, "jsonl_bytes": offset, "max_line_bytes": longest,
-            "jsonl_sha256": digest.hexdigest(), "build_id": uuid.uuid4().hex, "files": files,
-            "input": {"bom": bom, "crlf_lines": crlf_lines, "invalid_utf8_lines": invalid_utf8,
-                      "first_invalid_utf8": first_invalid}}
+    return id_offsets
 
 
 def _check_duplicates(key: np.ndarray, order: np.ndarray, id_offsets: np.ndarray, out: Path, source: Path) -> None:

@@ -13,12 +13,15 @@ from kalm_eval.data.miracl import load_miracl
 from kalm_eval.data.quirks import check_quirks
 from kalm_eval.data.readers import input_notes
 from kalm_eval.errors import DataError
+from kalm_eval.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
-LOADERS: dict[str, Callable[[dict[str, Any], Path], Dataset]] = {"beir": load_beir_benchmark, "miracl": load_miracl,
-                                                                 "lmeb": load_lmeb}
+LOADERS: Registry[Callable[[dict[str, Any], Path], Dataset]] = Registry("benchmark.loader", "dataset loader")
+LOADERS.register("beir", load_beir_benchmark)
+LOADERS.register("miracl", load_miracl)
+LOADERS.register("lmeb", load_lmeb)
 
 
 INPUT_POLICIES = {"invalid_utf8": ("error", "replace"), "empty_queries": ("keep", "drop")}
@@ -31,8 +34,6 @@ def load_dataset(cfg: dict[str, Any], cache_dir: Path) -> Dataset:
     if "datasets" in cfg:
         raise DataError(f"benchmark {cfg.get('name')!r} is a suite; run it with kalm_eval.suite.run_suite")
     loader = cfg.get("loader", "beir")
-    if loader not in LOADERS:
-        raise DataError(f"benchmark {cfg.get('name')!r}: unknown loader {loader!r}; known: {sorted(LOADERS)}")
     policies = {name: cfg.get(name, choices[0]) for name, choices in INPUT_POLICIES.items()}
     with input_notes(invalid_utf8=policies["invalid_utf8"]) as notes:
         dataset = LOADERS[loader](cfg, cache_dir)

@@ -5,7 +5,8 @@ A family = the `reranker=<name>` config choice: how its `model` config group is 
 Both are named as "module:attribute" and imported only when used, so choosing a family costs nothing until a run
 reranks with it. New families register here:
 
-    register(RerankerFamily("my_family", "my_package.my_module:parse_model", "my_package.my_module:MyReranker.build"))
+    RERANKERS.register("my_family", RerankerFamily("my_family", "my_package.my_module:parse_model",
+                                                   "my_package.my_module:MyReranker.build"))
 
 parse_model(values: dict) -> settings (ConfigError naming the knob on bad input);
 build(settings, RerankSettings, RerankContext) -> a Reranker (rerank/base.py).
@@ -17,7 +18,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from kalm_eval.errors import ConfigError
+from kalm_eval.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -42,17 +43,14 @@ def _resolve(path: str) -> Any:
     return target
 
 
-RERANKERS: dict[str, RerankerFamily] = {}
+RERANKERS: Registry[RerankerFamily] = Registry("reranker", "reranker", also_known=("none",))
 
 
 def register(family: RerankerFamily) -> RerankerFamily:
-    RERANKERS[family.name] = family
-    return family
+    return RERANKERS.register(family.name, family)
 
 
 def family(name: str) -> RerankerFamily:
-    if name not in RERANKERS:
-        raise ConfigError(f"reranker={name!r}: unknown reranker; known: none, {', '.join(sorted(RERANKERS))}")
     return RERANKERS[name]
 
 
@@ -63,5 +61,7 @@ register(RerankerFamily("cross_encoder", "kalm_eval.rerank.cross_encoder:parse_m
                         "kalm_eval.rerank.cross_encoder:CrossEncoderReranker.build"))
 register(RerankerFamily("bge_gemma", "kalm_eval.rerank.bge_gemma:parse_model",
                         "kalm_eval.rerank.bge_gemma:BgeGemmaReranker.build"))
+register(RerankerFamily("first_stage", "kalm_eval.rerank.first_stage:parse_model",
+                        "kalm_eval.rerank.first_stage:FirstStageReranker.build"))  # the control: first-stage scores
 
 __all__ = ["RERANKERS", "RerankerFamily", "family", "register"]

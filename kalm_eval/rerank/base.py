@@ -9,7 +9,7 @@ The engine (rerank/engine.py) hands a reranker its work in *chunks*: a set of un
         def identity(self) -> dict                # everything about model + inputs that affects a score
         def variants(self) -> list[Variant]       # scored conditions; each becomes one result record
         def score_chunk(self, chunk) -> ChunkScores
-        def latency_batches(self, chunk, variant) -> LatencyProbe   # warm, separately timed online cost
+        def latency_probe(self, chunk, variant, batch_size) -> LatencyProbe   # warm, separately timed online cost
         def describe_device(self) -> dict         # device, dtype (for the latency record)
 
 `PairwiseReranker` implements all but `identity` and `score_pairs` for rerankers that score each pair whole
@@ -44,6 +44,7 @@ class ScoringChunk:
     passages: Sequence[tuple[str, str]]  # (doc id, passage text)
     queries: Sequence[tuple[str, str | None]]  # (query text, instruction; None = the reranker's default)
     pairs: Sequence[tuple[int, int]]
+    first_stage_scores: Sequence[float] = ()  # per pair: its first-stage score (the `first_stage` control reads it)
 
     def triples(self) -> list[tuple[str, str | None, str]]:
         """(query, instruction, passage text) per pair, for rerankers that read the pair as text."""

@@ -7,6 +7,8 @@ every pair that involves them. Worker `c % world` computes unit c: the reranker 
 scores its pairs at every variant, and the unit is written atomically as `units/<c>.npz` (pair indices, margin and
 P(yes) per variant, cost counters); then the chunk's states are dropped, so memory is bounded by the chunk, not the
 dataset. An existing unit is never recomputed; a unit being computed has an `<c>.inflight` marker (host, pid).
+A score that is not a finite number is refused before its unit is written (ScoreError naming query, doc, model and
+variant); a cached unit holding one is damaged like an unreadable one (named, deleted, computed again).
 The merge reads every unit back into per-variant arrays aligned with the job's pairs, so 1 worker, N torchrun ranks
 or a job array resumed with another world size produce byte-identical run files.
 """
@@ -28,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from kalm_eval.errors import InvariantError, ScoreError
 from kalm_eval.parallel import Workers
 from kalm_eval.progress import progress_bar
 from kalm_eval.records import RankedList
@@ -50,17 +53,19 @@ class RerankJob:
     query_offsets: np.ndarray  # pairs of query q are [query_offsets[q], query_offsets[q + 1])
     chunk_passages: int
     empty_passages: list[str] = field(default_factory=list)  # candidates whose passage has no text (scored as is)
+    pair_score: np.ndarray | None = None  # float64 per pair: its first-stage score
 
     @classmethod
     def build(cls, rankings: Iterable[RankedList], *, depth: int, query_text: Callable[[str], str],
               instruction: str | None, passage_text: Callable[[str], str], chunk_passages: int) -> RerankJob:
-        query_ids, doc_index, pair_query, pair_doc, offsets = [], {}, [], [], [0]
+        query_ids, doc_index, pair_query, pair_doc, pair_score, offsets = [], {}, [], [], [], [0]
         for ranking in rankings:
             q = len(query_ids)
             query_ids.append(ranking.query_id)
             for cand in ranking.candidates[:depth]:
                 pair_query.append(q)
                 pair_doc.append(doc_index.setdefault(cand.doc_id, len(doc_index)))
+                pair_score.append(cand.score)
             offsets.append(len(pair_doc))
         doc_ids = list(doc_index)
         digests, empty = [], []
@@ -72,7 +77,8 @@ class RerankJob:
         return cls(query_ids=query_ids, queries=[(query_text(qid), instruction) for qid in query_ids],
                    doc_ids=doc_ids, digests=digests, pair_query=np.asarray(pair_query, dtype=np.int32),
                    pair_doc=np.asarray(pair_doc, dtype=np.int32), query_offsets=np.asarray(offsets, dtype=np.int64),
-                   chunk_passages=chunk_passages, empty_passages=empty)
+                   chunk_passages=chunk_passages, empty_passages=empty,
+                   pair_score=np.asarray(pair_score, dtype=np.float64))
 
     @property
     def pairs(self) -> int:
@@ -120,7 +126,11 @@ class RerankJob:
             queries=[self.queries[q] for q in queries],
             pairs=[(local_query[int(q)], local_doc[int(d)])
                    for q, d in zip(self.pair_query[pair_indices], self.pair_doc[pair_indices])],
+            first_stage_scores=self.pair_score[pair_indices].tolist() if self.pair_score is not None else (),
         )
+
+    def pair_name(self, pair: int) -> str:
+        return f"query {self.query_ids[int(self.pair_query[pair])]!r}, doc {self.doc_ids[int(self.pair_doc[pair])]!r}"
 
 
 @dataclass
@@ -159,6 +169,8 @@ class UnitDirectory:
 def unit_directory(cache_dir: Path, dataset: str, reranker: Reranker, variants: list[Variant], job: RerankJob
                    ) -> UnitDirectory:
     key = {"reranker": reranker.identity(), "variants": [v.protocol for v in variants], "job": job.fingerprint()}
+    if getattr(reranker, "reads_first_stage_scores", False):  # the control family: its units follow the scores too
+        key["first_stage_scores"] = hashlib.sha256(np.asarray(job.pair_score, "<f8").tobytes()).hexdigest()
     path = cache_dir / "rerank_units" / dataset.replace("/", "__") / signature_of(key)[:24]
     path.mkdir(parents=True, exist_ok=True)
     if not (path / "job.json").exists():
@@ -202,9 +214,11 @@ def _compute(job: RerankJob, reranker: Reranker, units: UnitDirectory, mine: lis
         arrays = {"pair_index": pairs_of[c].astype(np.int64), "format": np.array(UNIT_FORMAT),
                   "counters": np.array(json.dumps(result.counters)),
                   "variant_counters": np.array(json.dumps(result.variant_counters))}
+        dtype = getattr(reranker, "score_dtype", np.float32)  # float32; the first_stage control keeps float64
         for label, scores in result.scores.items():
-            arrays[f"margin/{label}"] = np.array([s.margin for s in scores], dtype=np.float32)
-            arrays[f"p_yes/{label}"] = np.array([s.p_yes for s in scores], dtype=np.float32)
+            arrays[f"margin/{label}"] = np.array([s.margin for s in scores], dtype=dtype)
+            arrays[f"p_yes/{label}"] = np.array([s.p_yes for s in scores], dtype=dtype)
+        check_unit_scores(job, pairs_of[c], arrays, reranker, c)
         with atomic_open(units.unit(c), "wb", compress=False) as handle:
             np.savez(handle, **arrays)
         units.marker(c).unlink(missing_ok=True)
@@ -221,8 +235,8 @@ def merge_units(job: RerankJob, variants: list[Variant], units: UnitDirectory) -
     """Read every unit back; a unit that is unreadable or describes other pairs is deleted and reported missing."""
     pairs_of = job.unit_pairs()
     labels = [v.label for v in variants]
-    merged = UnitScores(margin={label: np.full(job.pairs, np.nan, np.float32) for label in labels},
-                        p_yes={label: np.full(job.pairs, np.nan, np.float32) for label in labels})
+    merged = UnitScores(margin={label: np.full(job.pairs, np.nan, np.float64) for label in labels},
+                        p_yes={label: np.full(job.pairs, np.nan, np.float64) for label in labels})
     bad = []
     for c in range(job.chunks):
         try:
@@ -230,8 +244,11 @@ def merge_units(job: RerankJob, variants: list[Variant], units: UnitDirectory) -
                 if str(data["format"]) != UNIT_FORMAT or not np.array_equal(data["pair_index"], pairs_of[c]):
                     raise ValueError("it describes other pairs")
                 for label in labels:
-                    merged.margin[label][pairs_of[c]] = data[f"margin/{label}"]
-                    merged.p_yes[label][pairs_of[c]] = data[f"p_yes/{label}"]
+                    margin, p_yes = data[f"margin/{label}"], data[f"p_yes/{label}"]
+                    if not (np.isfinite(margin).all() and np.isfinite(p_yes).all()):
+                        raise ValueError(f"it holds non-finite scores (variant {label!r})")
+                    merged.margin[label][pairs_of[c]] = margin
+                    merged.p_yes[label][pairs_of[c]] = p_yes
                 _add(merged.counters, json.loads(str(data["counters"])))
                 for label, counters in json.loads(str(data["variant_counters"])).items():
                     _add(merged.variant_counters.setdefault(label, {}), counters)
@@ -242,6 +259,36 @@ def merge_units(job: RerankJob, variants: list[Variant], units: UnitDirectory) -
     if bad:
         raise IncompleteUnits(units.path, bad)
     return merged
+
+
+def check_unit_scores(job: RerankJob, pairs: np.ndarray, arrays: dict[str, np.ndarray], reranker: Reranker,
+                      unit: int) -> None:
+    """Before a unit is written: one score per pair for every variant, each a finite number. A NaN or an infinity
+    (a bf16 overflow on a GPU, a broken checkpoint) cannot be ranked: ScoreError naming the first such pair, the
+    model and the variant, so nothing is written with it."""
+    for key, values in arrays.items():
+        if not key.startswith(("margin/", "p_yes/")):
+            continue
+        kind, label = key.split("/", 1)
+        if len(values) != len(pairs):
+            raise InvariantError(f"reranker {reranker.name!r} returned {len(values)} {kind} values for the "
+                                 f"{len(pairs)} pairs of unit {unit} (variant {label!r}): a bug of the reranker")
+        bad = np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            what = "margin" if kind == "margin" else "P(yes)"
+            raise ScoreError(f"{job.pair_name(int(pairs[bad[0]]))}: {what} {float(values[bad[0]])!r} is not a finite "
+                             f"number (model {model_name(reranker)}, variant {label or 'single'!r}; {len(bad)} of "
+                             f"{len(pairs)} pairs of unit {unit}); nothing was written. An overflow in bfloat16 shows "
+                             "as inf or nan: try model.dtype=float32")
+
+
+def model_name(reranker: Reranker) -> str:
+    """`family checkpoint@revision`, from the reranker's identity (KaLM nests it under "model")."""
+    identity = reranker.identity()
+    inner = identity.get("model") if isinstance(identity.get("model"), dict) else identity
+    checkpoint, revision = inner.get("checkpoint"), inner.get("revision")
+    name = f"{reranker.name} {checkpoint}" if checkpoint else reranker.name
+    return f"{name}@{revision}" if revision else name
 
 
 class IncompleteUnits(RuntimeError):

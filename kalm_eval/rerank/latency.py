@@ -27,12 +27,14 @@ def latency_chunk(rankings: Iterable[RankedList], *, pairs_per_batch: int, count
     if not heads:
         return None
     passages: dict[str, int] = {}
-    pairs = []
+    pairs, scores = [], []
     for q, ranking in enumerate(heads):
         for cand in ranking.candidates[:pairs_per_batch]:
             pairs.append((q, passages.setdefault(cand.doc_id, len(passages))))
+            scores.append(cand.score)
     return ScoringChunk(passages=[(d, passage_text(d)) for d in passages],
-                        queries=[(query_text(r.query_id), instruction) for r in heads], pairs=pairs)
+                        queries=[(query_text(r.query_id), instruction) for r in heads], pairs=pairs,
+                        first_stage_scores=scores)
 
 
 def measure_latency(reranker: Reranker, chunk: ScoringChunk, variant: Variant, *, pairs_per_batch: int,

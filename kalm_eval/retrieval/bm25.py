@@ -162,7 +162,8 @@ class BM25Retriever:
                 # LMEB scene: score only this query's candidates against the full index (corpus-level IDF), which
                 # ranks exactly like ranking the whole corpus and then filtering to the scene.
                 scored = zip(allowed, every[corpus.positions(allowed)].tolist())
-            ranked = rank(query.id, scored, depth, ignore_identical_ids=dataset.quirks.ignore_identical_ids)
+            ranked = rank(query.id, scored, depth, ignore_identical_ids=dataset.quirks.ignore_identical_ids,
+                          source="bm25")
             bar.update(1)
             yield ranked
         bar.close()

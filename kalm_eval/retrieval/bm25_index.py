@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -91,18 +92,72 @@ def make_stemmer(name: str | None):
     return Stemmer.Stemmer(name) if name else None
 
 
+@dataclass
+class _Tokenised:
+    """Phase 1's result: per-document lengths and distinct-term counts, document frequencies, the vocabulary, and
+    the (term, tf) postings spilled to disk in document order."""
+
+    doc_len: np.ndarray  # int32 [n]
+    n_unique: np.ndarray  # int32 [n]
+    df: np.ndarray  # int64 [terms]
+    vocab: dict[str, int]
+    tok_spill: Path
+    tf_spill: Path
+    seconds: float
+
+    @property
+    def postings(self) -> int:
+        return int(self.n_unique.sum())
+
+
+@dataclass
+class _TermWeights:
+    """Phase 2's result: bm25s' per-term arithmetic and the column pointers of the term-major matrix."""
+
+    avg_doc_len: float
+    idf: np.ndarray
+    nonoccurrence: np.ndarray | None  # bm25l / bm25+ only
+    indptr: np.ndarray
+    calculate_tfc: Any
+
+
 def build_index(corpus, joiner: str, out: Path, *, method: str, k1: float, b: float, delta: float = 0.5,
                 idf_method: str | None = None, stopwords: str | None, stemmer: str | None,
                 batch_size: int = 4096, bucket_entries: int = BUCKET_ENTRIES, progress: bool = True) -> dict[str, Any]:
-    """Write a bm25s index of `corpus` (a DocStore, read in file order) into the empty directory `out`."""
+    """Write a bm25s index of `corpus` (a DocStore, read in file order) into the empty directory `out`, in four
+    phases that each hold O(corpus) integers at most: tokenise (postings spilled to disk) -> term weights ->
+    score postings into buckets of whole columns -> assemble the column-major sparse matrix."""
     import bm25s
-    from bm25s.scoring import _select_idf_scorer, _select_tfc_scorer
-    from bm25s.tokenization import Tokenizer
 
     idf_method = idf_method or method
-    dtype, int_dtype = np.float32, np.int32  # bm25s' defaults
     started = time.perf_counter()
     guard = MemoryGuard(f"BM25 index of {len(corpus):,} passages ({corpus.source})")
+    tokenised = _tokenise(corpus, joiner, out, stopwords, stemmer, batch_size, guard, progress, started)
+    weights = _term_weights(tokenised, len(corpus), method, idf_method, k1, b, delta)
+    bucket_paths, record = _score_into_buckets(tokenised, weights, out, k1, b, delta, bucket_entries, guard)
+    _assemble_matrix(out, bucket_paths, record, tokenised.postings, weights, guard)
+    vocab = tokenised.vocab
+    if "" not in vocab:  # BM25.index(create_empty_token=True) adds it after the columns
+        vocab[""] = max(vocab.values(), default=-1) + 1
+    with open(out / FILES["vocab"], "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(vocab, ensure_ascii=False))
+    n = len(corpus)
+    params = {"k1": k1, "b": b, "delta": delta, "method": method, "idf_method": idf_method, "dtype": "float32",
+              "int_dtype": "int32", "num_docs": n, "version": bm25s.__version__, "backend": "numpy"}
+    with open(out / FILES["params"], "w", encoding="utf-8") as fh:
+        json.dump(params, fh, indent=4)
+    stats = {"docs": n, "terms": len(tokenised.df), "postings": tokenised.postings,
+             "avg_doc_len": float(weights.avg_doc_len), "tokenise_s": round(tokenised.seconds, 3),
+             "build_s": round(time.perf_counter() - started, 3)}
+    log.info("bm25: index of %d postings built in %.0f s", stats["postings"], stats["build_s"])
+    return stats
+
+
+def _tokenise(corpus, joiner: str, out: Path, stopwords: str | None, stemmer: str | None, batch_size: int,
+              guard: MemoryGuard, progress: bool, started: float) -> _Tokenised:
+    """bm25s' tokeniser over the corpus in batches; (term, tf) postings per document go to two spill files."""
+    from bm25s.tokenization import Tokenizer
+
     tokenizer = Tokenizer(lower=True, splitter=TOKEN_PATTERN, stopwords=stopwords, stemmer=make_stemmer(stemmer))
     n = len(corpus)
     # int32 halves these two n-sized arrays; the mean below is still an exact integer sum divided by n.
@@ -148,29 +203,43 @@ def build_index(corpus, joiner: str, out: Path, *, method: str, k1: float, b: fl
         bar.close()
     vocab = dict(tokenizer.get_vocab_dict())
     del tokenizer
-    n_vocab = len(vocab)
-    df = df[:n_vocab]
-    nnz = int(n_unique.sum())
-    tokenised_s = time.perf_counter() - started
-    log.info("bm25: %d passages, %d terms, %d postings tokenised in %.0f s", n, n_vocab, nnz, tokenised_s)
+    tokenised = _Tokenised(doc_len, n_unique, df[:len(vocab)], vocab, tok_spill, tf_spill,
+                           time.perf_counter() - started)
+    log.info("bm25: %d passages, %d terms, %d postings tokenised in %.0f s", n, len(vocab), tokenised.postings,
+             tokenised.seconds)
+    return tokenised
 
-    # Exactly bm25s' arithmetic: avg over an int64 array of lengths; idf per term from a Python int df; tf scores
-    # as float64 from float32 term frequencies, stored as float32.
-    avg_doc_len = doc_len.mean()
+
+def _term_weights(tokenised: _Tokenised, n: int, method: str, idf_method: str, k1: float, b: float,
+                  delta: float) -> _TermWeights:
+    """Exactly bm25s' arithmetic: avg over an int64 array of lengths; idf per term from a Python int df; tf scores
+    as float64 from float32 term frequencies, stored as float32."""
+    from bm25s.scoring import _select_idf_scorer, _select_tfc_scorer
+
+    dtype = np.float32  # bm25s' default
+    n_vocab = len(tokenised.df)
+    avg_doc_len = tokenised.doc_len.mean()
     compute_idf = _select_idf_scorer(idf_method)
     calculate_tfc = _select_tfc_scorer(method)
     idf = np.zeros(n_vocab, dtype=dtype)
     nonoccurrence = np.zeros(n_vocab, dtype=dtype) if method in ("bm25l", "bm25+") else None
-    for token_id, count in enumerate(df.tolist()):
+    for token_id, count in enumerate(tokenised.df.tolist()):
         if count:
             idf[token_id] = compute_idf(count, N=n)
             if nonoccurrence is not None:
                 nonoccurrence[token_id] = compute_idf(count, N=n) * calculate_tfc(
                     tf_array=0, l_d=avg_doc_len, l_avg=avg_doc_len, k1=k1, b=b, delta=delta)
     indptr = np.zeros(n_vocab + 1, dtype=np.int64)
-    np.cumsum(df, out=indptr[1:])
+    np.cumsum(tokenised.df, out=indptr[1:])
+    return _TermWeights(avg_doc_len, idf, nonoccurrence, indptr, calculate_tfc)
 
-    # Buckets of whole columns, each at most `bucket_entries` postings (or one column, if that is larger).
+
+def _score_into_buckets(tokenised: _Tokenised, weights: _TermWeights, out: Path, k1: float, b: float, delta: float,
+                        bucket_entries: int, guard: MemoryGuard) -> tuple[list[Path], np.dtype]:
+    """Score every posting from the spill files and append it to the bucket of its column. Buckets hold whole
+    columns, each at most `bucket_entries` postings (or one column, if that is larger)."""
+    dtype = np.float32
+    n, n_vocab, indptr = len(tokenised.doc_len), len(tokenised.df), weights.indptr
     starts = [0]
     while starts[-1] < n_vocab:
         limit = indptr[starts[-1]] + bucket_entries
@@ -181,17 +250,18 @@ def build_index(corpus, joiner: str, out: Path, *, method: str, k1: float, b: fl
     bucket_paths = [out / f"bucket-{i:04d}.tmp" for i in range(len(bucket_starts))]
     handles = [open(p, "wb") for p in bucket_paths]
     try:
-        with open(tok_spill, "rb") as tok_fh, open(tf_spill, "rb") as tf_fh:
+        with open(tokenised.tok_spill, "rb") as tok_fh, open(tokenised.tf_spill, "rb") as tf_fh:
             for d0 in range(0, n, SPILL_READ_DOCS):
                 d1 = min(n, d0 + SPILL_READ_DOCS)
-                entries = int(n_unique[d0:d1].sum())
+                entries = int(tokenised.n_unique[d0:d1].sum())
                 tok = np.fromfile(tok_fh, dtype=np.int32, count=entries)
                 tf = np.fromfile(tf_fh, dtype=np.int32, count=entries).astype(dtype)
-                doc = np.repeat(np.arange(d0, d1, dtype=np.int64), n_unique[d0:d1])
-                tfc = calculate_tfc(tf_array=tf, l_d=doc_len[doc], l_avg=avg_doc_len, k1=k1, b=b, delta=delta)
-                scores = idf[tok] * tfc
-                if nonoccurrence is not None:
-                    scores -= nonoccurrence[tok]
+                doc = np.repeat(np.arange(d0, d1, dtype=np.int64), tokenised.n_unique[d0:d1])
+                tfc = weights.calculate_tfc(tf_array=tf, l_d=tokenised.doc_len[doc], l_avg=weights.avg_doc_len,
+                                            k1=k1, b=b, delta=delta)
+                scores = weights.idf[tok] * tfc
+                if weights.nonoccurrence is not None:
+                    scores -= weights.nonoccurrence[tok]
                 rows = np.empty(entries, dtype=record)
                 rows["tok"], rows["doc"], rows["score"] = tok, doc, scores
                 which = np.searchsorted(bucket_starts, tok, side="right") - 1
@@ -206,12 +276,18 @@ def build_index(corpus, joiner: str, out: Path, *, method: str, k1: float, b: fl
     finally:
         for handle in handles:
             handle.close()
-    tok_spill.unlink()
-    tf_spill.unlink()
+    tokenised.tok_spill.unlink()
+    tokenised.tf_spill.unlink()
+    return bucket_paths, record
 
+
+def _assemble_matrix(out: Path, bucket_paths: list[Path], record: np.dtype, postings: int, weights: _TermWeights,
+                     guard: MemoryGuard) -> None:
+    """bm25s' saved CSC arrays: scores and document ids column by column, documents ascending within a column."""
+    dtype, int_dtype = np.float32, np.int32  # bm25s' defaults
     with open(out / FILES["data"], "wb") as data_fh, open(out / FILES["indices"], "wb") as idx_fh:
-        _npy_header(data_fh, dtype, nnz)
-        _npy_header(idx_fh, int_dtype, nnz)
+        _npy_header(data_fh, dtype, postings)
+        _npy_header(idx_fh, int_dtype, postings)
         for path in bucket_paths:
             rows = np.fromfile(path, dtype=record)
             order = np.argsort(rows["tok"], kind="stable")  # column-major, documents ascending within a column
@@ -220,22 +296,9 @@ def build_index(corpus, joiner: str, out: Path, *, method: str, k1: float, b: fl
             del rows, order
             path.unlink()
             guard.check(" while assembling the sparse matrix")
-    np.save(out / FILES["indptr"], indptr, allow_pickle=False)
-    if nonoccurrence is not None:
-        np.save(out / FILES["nonoccurrence"], nonoccurrence, allow_pickle=False)
-    if "" not in vocab:  # BM25.index(create_empty_token=True) adds it after the columns
-        vocab[""] = max(vocab.values(), default=-1) + 1
-    with open(out / FILES["vocab"], "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(vocab, ensure_ascii=False))
-    del vocab
-    params = {"k1": k1, "b": b, "delta": delta, "method": method, "idf_method": idf_method, "dtype": "float32",
-              "int_dtype": "int32", "num_docs": n, "version": bm25s.__version__, "backend": "numpy"}
-    with open(out / FILES["params"], "w", encoding="utf-8") as fh:
-        json.dump(params, fh, indent=4)
-    stats = {"docs": n, "terms": n_vocab, "postings": nnz, "avg_doc_len": float(avg_doc_len),
-             "tokenise_s": round(tokenised_s, 3), "build_s": round(time.perf_counter() - started, 3)}
-    log.info("bm25: index of %d postings built in %.0f s", nnz, stats["build_s"])
-    return stats
+    np.save(out / FILES["indptr"], weights.indptr, allow_pickle=False)
+    if weights.nonoccurrence is not None:
+        np.save(out / FILES["nonoccurrence"], weights.nonoccurrence, allow_pickle=False)
 
 
 def _npy_header(fh, dtype, count: int) -> None:

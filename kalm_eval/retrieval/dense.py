@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from kalm_eval.data import Dataset
-from kalm_eval.errors import ConfigError, KalmEvalError
+from kalm_eval.errors import ConfigError, KalmEvalError, ScoreError
 from kalm_eval.knobs import knob
 from kalm_eval.parallel import Workers
 from kalm_eval.progress import progress_bar
@@ -254,19 +254,6 @@ class DenseRetriever:
         root = (self.cache_dir or dataset.corpus.cache_dir) / "dense" / signature_of(key)[:16]
         return ShardStore(root, key, len(dataset.corpus), self.settings.shard_docs, self.store_dtype)
 
-    def encode_corpus(self, dataset: Dataset) -> ShardStore:
-        """Encode this worker's missing shards and wait for the others (the corpus half of `retrieve`)."""
-        store = self.shard_store(dataset)
-        store.write_key()
-        self.encoded_units = []
-        todo = [unit for unit in self.workers.share(list(range(store.units))) if not store.has(unit)]
-        bar = self._passage_bar(store, todo)
-        for unit in todo:
-            self._encode_unit(dataset, store, unit, bar)
-        bar.close()
-        self.workers.barrier()
-        return store
-
     def _passage_bar(self, store: ShardStore, units: list[int]):
         return progress_bar(total=sum(store.bounds(u)[1] - store.bounds(u)[0] for u in units),
                             desc=f"{self.workers.label()}dense: encode passages", unit="passage",
@@ -277,7 +264,8 @@ class DenseRetriever:
         start, stop = store.bounds(unit)
         parts = []
         for _ids, docs in dataset.corpus.iter_batches(max(self.settings.batch_size, 8192), start, stop):
-            parts.append(store.to_storage(self.encoder.encode_passages([d.passage(dataset.joiner) for d in docs])))
+            parts.append(store.to_storage(self.encoder.encode_passages([d.passage(dataset.joiner) for d in docs]),
+                                          ids=[d.id for d in docs]))
             if bar is not None:
                 bar.update(len(docs))
         store.save(unit, np.concatenate(parts), first_id=dataset.corpus.id_at(start),
@@ -337,7 +325,8 @@ class DenseRetriever:
             else:  # LMEB scene: only this query's candidates, scored against their stored embeddings
                 rows = torch.from_numpy(store.rows(corpus.positions(allowed))).to(device)
                 scored = zip(allowed, (rows @ torch.from_numpy(query_emb[i]).to(device)).cpu().tolist())
-            yield rank(query.id, scored, depth, ignore_identical_ids=dataset.quirks.ignore_identical_ids)
+            yield rank(query.id, scored, depth, ignore_identical_ids=dataset.quirks.ignore_identical_ids,
+                       source="dense similarity (a zero or overflowing embedding?)")
 
     def _run_units(self, dataset: Dataset, depth: int) -> _SearchPlan:
         """Encode and search this worker's share of the shards (each skipped if already on disk), then a barrier."""
@@ -351,7 +340,7 @@ class DenseRetriever:
         n_free = len(free_rows)
         k = min(depth + int(dataset.quirks.ignore_identical_ids), len(corpus))
         search = self._search_dir(store, [(q.id, t) for q, t in zip(queries, texts)], free_rows.tolist(), k)
-        query_emb = self._query_embeddings(search, texts)
+        query_emb = self._query_embeddings(search, texts, [q.id for q in queries])
         free_emb = np.ascontiguousarray(query_emb[free_rows])
         mine = self.workers.share(list(range(store.units)))
         self.encoded_units = []
@@ -381,11 +370,15 @@ class DenseRetriever:
         _write_once(path / "key.json", (json.dumps(key, indent=2) + "\n").encode("utf-8"))
         return path
 
-    def _query_embeddings(self, search: Path, texts: list[str]) -> np.ndarray:
+    def _query_embeddings(self, search: Path, texts: list[str], ids: list[str]) -> np.ndarray:
         """Query embeddings, computed once per query set: every worker (and a resumed run) scores with the same ones."""
         path = search / "queries.npy"
         if not path.exists():
             emb = np.ascontiguousarray(self.encoder.encode_queries(texts), dtype=np.float32)
+            bad = np.flatnonzero(~np.isfinite(emb).all(axis=1)) if emb.ndim == 2 else []
+            if len(bad):
+                raise ScoreError(f"dense: the encoder's embedding of query {ids[int(bad[0])]!r} is not "
+                                 f"finite ({len(bad)} of {len(texts)} queries; a zero vector normalised?)")
             _link_once(_written(path, lambda fh: np.save(fh, emb, allow_pickle=False)), path)
         try:
             emb = np.load(path, allow_pickle=False)
@@ -531,15 +524,27 @@ class ShardStore:
         _write_once(self.root / "key.json", (json.dumps(self.key, indent=2, default=str) + "\n").encode("utf-8"))
 
     # storage dtype <-> float32
-    def to_storage(self, emb: np.ndarray) -> np.ndarray:
+    def to_storage(self, emb: np.ndarray, ids: Sequence[str] | None = None) -> np.ndarray:
+        """float32 embeddings in the storage dtype; ScoreError naming the first passage whose vector is not finite
+        (a zero vector normalised gives NaN) or overflows the storage dtype (float16 above 65504)."""
         emb = np.asarray(emb, dtype=np.float32)
-        if not np.isfinite(emb).all():
-            raise KalmEvalError(f"{self.root}: the encoder produced non-finite embeddings")
+        self._check_finite(emb, ids, "is not finite (a zero vector normalised?)")
         if self.store_dtype == "bfloat16":
             import torch
 
             return torch.from_numpy(np.ascontiguousarray(emb)).to(torch.bfloat16).view(torch.int16).numpy()
-        return emb.astype(self.store_dtype)
+        with np.errstate(over="ignore"):  # checked right below, naming the passage
+            stored = emb.astype(self.store_dtype)
+        self._check_finite(stored, ids, f"overflows {self.store_dtype} storage (retriever.store_dtype=float32)")
+        return stored
+
+    def _check_finite(self, emb: np.ndarray, ids: Sequence[str] | None, what: str) -> None:
+        finite = np.isfinite(emb).all(axis=1) if emb.ndim == 2 else np.isfinite(emb).all(keepdims=True)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            name = repr(ids[int(bad[0])]) if ids is not None and emb.ndim == 2 else "?"
+            raise ScoreError(f"{self.root}: the encoder's embedding of passage {name} {what}; {len(bad)} of "
+                             f"{len(finite)} in this batch")
 
     def to_float32(self, stored: np.ndarray):
         import torch

@@ -174,7 +174,7 @@ class MtebPredictionsRetriever:
                 continue
             scored: list[tuple[str, float]] = []
             for doc_id, score in docs.items():
-                if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+                if isinstance(score, bool) or not isinstance(score, (int, float)) or not _finite(score):
                     raise DataError(f"{path}: {where}[{qid!r}][{doc_id!r}]: score {score!r} is not a finite number")
                 if doc_id not in dataset.corpus:
                     unknown("doc", f"{where}[{qid!r}][{doc_id!r}]: unknown doc id {doc_id!r} (not in the corpus of "
@@ -183,7 +183,8 @@ class MtebPredictionsRetriever:
                 scored.append((doc_id, float(score)))
             report["pairs"] += len(scored)
             report["tied_docs"] += sum(n for n in Counter(score for _, score in scored).values() if n > 1)
-            rankings.append(rank(qid, scored, cut, ignore_identical_ids=dataset.quirks.ignore_identical_ids))
+            rankings.append(rank(qid, scored, cut, ignore_identical_ids=dataset.quirks.ignore_identical_ids,
+                                 source=f"{path} {where}"))
         if dataset.candidates is not None:
             # LMEB scenes: predictions over the whole corpus; keep each query's scene docs, then its top `depth`.
             rankings, scene_report = restrict_to_candidates(rankings, dataset)
@@ -197,3 +198,11 @@ class MtebPredictionsRetriever:
         self.report = report
         order = {qid: i for i, qid in enumerate(dataset.queries)}
         yield from sorted(rankings, key=lambda r: order[r.query_id])
+
+
+def _finite(score: int | float) -> bool:
+    """A finite float once converted (JSON's NaN / Infinity / 1e400 are not; nor an integer beyond the float range)."""
+    try:
+        return math.isfinite(float(score))
+    except OverflowError:
+        return False

@@ -1,33 +1,94 @@
-"""TREC run files (`qid Q0 docid rank score tag`, ranks 1..k) and the ranking rules shared by every first stage."""
+"""TREC run files (`qid Q0 docid rank score tag`, ranks 1..k) and THE ranking rule of every run kalm-eval reads,
+writes or evaluates (`trec_order`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
-from kalm_eval.errors import DataError
+from kalm_eval.errors import DataError, InvariantError, ScoreError
 from kalm_eval.data.readers import read_lines
 from kalm_eval.records import Candidate, RankedList
 from kalm_eval.storage import atomic_open
 
-# trec_eval's own order (score desc, then docno desc), so a run file ranks exactly as trec_eval would rank its scores;
-# this matters: ArguAna BM25 has many tied scores, and MTEB's published numbers come from trec_eval's ordering.
+# trec_eval's own order: score descending, then doc id descending (strcmp; Python's str order is the same for
+# UTF-8), the rank column ignored. Every ranking kalm-eval makes is sorted by `trec_order`, and `write_trec`
+# refuses a ranking that is not in it, so a written run ranks exactly as trec_eval (pytrec_eval, ir-measures) ranks
+# its scores and kalm-eval's metrics (computed on the rank order) equal trec_eval's on the written file. This
+# matters: ArguAna's BM25 scores have many ties, and MTEB's published numbers come from trec_eval's ordering.
+# (The text is part of every first stage's signature: unchanged since it was first written, so caches stay valid.)
 TIE_BREAK = "score desc, then doc id desc (trec_eval)"
 
+T = TypeVar("T")
 
-def rank(query_id: str, scored: Iterable[tuple[str, float]], depth: int, *, ignore_identical_ids: bool) -> RankedList:
-    """Sort by TIE_BREAK, drop the query's own id if the dataset says so, keep the top `depth`."""
-    ordered = sorted(sorted(scored, key=lambda pair: pair[0], reverse=True), key=lambda pair: -pair[1])
+
+def _doc_id(item) -> str:
+    return item.doc_id if isinstance(item, Candidate) else item[0]
+
+
+def _score(item) -> float:
+    return item.score if isinstance(item, Candidate) else item[1]
+
+
+def trec_order(items: Iterable[T], doc_id: Callable[[T], str] = _doc_id, score: Callable[[T], float] = _score
+               ) -> list[T]:
+    """`items` (Candidates, (doc id, score) pairs, or anything with `doc_id` and `score` functions) in trec_eval's
+    order (TIE_BREAK): score descending, then doc id descending. The one ranking rule."""
+    return sorted(items, key=lambda item: (score(item), doc_id(item)), reverse=True)
+
+
+def check_finite(score: float, where: str) -> float:
+    """`score`, or ScoreError naming `where`: nan, inf and overflows cannot be ranked (sorting with NaN is undefined)."""
+    if not math.isfinite(score):
+        raise ScoreError(f"{where}: score {score!r} is not a finite number (nan, inf and values beyond the float "
+                         "range cannot be ranked)")
+    return score
+
+
+def rank(query_id: str, scored: Iterable[tuple[str, float]], depth: int, *, ignore_identical_ids: bool,
+         source: str = "first stage") -> RankedList:
+    """Sort by TIE_BREAK, drop the query's own id if the dataset says so, keep the top `depth`. A non-finite score
+    is a ScoreError naming the query, the doc and `source`."""
+    checked = [(doc_id, check_finite(float(score), f"{source}, query {query_id!r}, doc {doc_id!r}"))
+               for doc_id, score in scored]
+    ordered = trec_order(checked)
     if ignore_identical_ids:
         ordered = [pair for pair in ordered if pair[0] != query_id]
-    return RankedList(query_id, tuple(Candidate(doc_id, float(score)) for doc_id, score in ordered[:depth]))
+    return RankedList(query_id, tuple(Candidate(doc_id, score) for doc_id, score in ordered[:depth]))
+
+
+def scores_below(floor: float, count: int) -> list[float]:
+    """`count` strictly decreasing finite scores below `floor` (floor - 1, floor - 2, ...; one float step at a time
+    where the magnitude swallows 1.0), for a part of a run that keeps its order below a scored part."""
+    scores, previous = [], floor
+    for i in range(count):
+        score = floor - 1.0 - i
+        if not score < previous:
+            score = math.nextafter(previous, -math.inf)
+        scores.append(score)
+        previous = score
+    return scores
+
+
+def in_trec_order(candidates: Sequence[Candidate]) -> bool:
+    """Whether `candidates` are already in trec_eval's order (scores finite, non-increasing; ties by doc id desc)."""
+    for above, below in zip(candidates, candidates[1:]):
+        if (below.score, below.doc_id) >= (above.score, above.doc_id):
+            return False
+    return all(math.isfinite(c.score) for c in candidates)
 
 
 def write_trec(path: Path, rankings: Iterable[RankedList], tag: str) -> int:
-    """Write rankings atomically; returns the number of queries written."""
+    """Write rankings atomically; returns the number of queries written. Every ranking must be in `trec_order`
+    (InvariantError otherwise, and nothing is left behind), so the file ranks as its rank column says."""
     count = 0
     with atomic_open(path) as fh:
         for ranking in rankings:
+            if not in_trec_order(ranking.candidates):
+                raise InvariantError(f"{path}: query {ranking.query_id!r} is not in trec_eval's order ({TIE_BREAK}); "
+                                     "trec_eval would rank the written run differently (a bug)")
             for position, cand in enumerate(ranking.candidates, start=1):
                 fh.write(f"{ranking.query_id} Q0 {cand.doc_id} {position} {cand.score!r} {tag}\n")
             count += 1
@@ -62,25 +123,30 @@ def _parse(path: Path) -> Iterator[tuple[int, str, str, int, float]]:
             raise DataError(f"{path}:{lineno}: expected 6 columns 'qid Q0 docid rank score tag', got {len(fields)}")
         qid, _q0, doc_id, rank_text, score_text, _tag = fields
         try:
-            yield lineno, qid, doc_id, int(rank_text), float(score_text)
+            rank_value, score = int(rank_text), float(score_text)
         except ValueError:
             raise DataError(f"{path}:{lineno}: rank {rank_text!r} / score {score_text!r} not numeric") from None
+        if not math.isfinite(score):
+            raise DataError(f"{path}:{lineno}: score {score_text!r} is not a finite number (nan, inf and values "
+                            "beyond the float range cannot be ranked)")
+        yield lineno, qid, doc_id, rank_value, score
 
 
 def read_trec_validated(
     path: Path, *, queries: set[str], corpus, depth: int, ignore_identical_ids: bool, on_unknown: str, on_duplicate: str,
     dropped_queries: frozenset[str] = frozenset()
 ) -> tuple[list[RankedList], dict[str, int]]:
-    """Read a user-supplied run, check it against the dataset, and re-rank it by our rules.
+    """Read a user-supplied run, check it against the dataset, and rank it by `trec_order` (as trec_eval reads it:
+    lines in any order, the rank column ignored; a non-finite score is an error naming file and line).
 
     on_unknown: "error" | "drop" — lines whose query or doc id the dataset does not know.
     on_duplicate: "error" | "keep_first" — a doc listed twice for one query (first = higher score).
     dropped_queries: judged queries an input policy left out; their lines are skipped and counted, not unknown."""
     if on_unknown not in ("error", "drop") or on_duplicate not in ("error", "keep_first"):
         raise ValueError("on_unknown must be error|drop and on_duplicate error|keep_first")
-    per_query: dict[str, dict[str, tuple[float, int]]] = {}
+    per_query: dict[str, dict[str, float]] = {}
     report = {"lines": 0, "unknown_query_lines": 0, "unknown_doc_lines": 0, "duplicate_lines": 0}
-    for lineno, qid, doc_id, rank_value, score in _parse(path):
+    for lineno, qid, doc_id, _rank, score in _parse(path):
         report["lines"] += 1
         if qid in dropped_queries and qid not in queries:
             report["dropped_query_lines"] = report.get("dropped_query_lines", 0) + 1
@@ -97,17 +163,16 @@ def read_trec_validated(
                 if on_duplicate == "error":
                     raise DataError(f"{path}:{lineno}: doc {doc_id!r} listed twice for query {qid!r} (retriever.on_duplicate=keep_first to keep the higher-scored)")
                 report["duplicate_lines"] += 1
-                if score <= docs[doc_id][0]:
+                if score <= docs[doc_id]:
                     continue
-            docs[doc_id] = (score, rank_value)
+            docs[doc_id] = score
     rankings = []
     for qid, docs in per_query.items():
-        # Given runs may carry ties; the file's own rank breaks them first, then TIE_BREAK's doc id rule.
-        ordered = sorted(sorted(docs.items(), key=lambda item: item[0], reverse=True),
-                         key=lambda item: (-item[1][0], item[1][1]))
+        # trec_eval ignores the rank column: ties of a given run are broken by doc id, like every other run.
+        ordered = trec_order(docs.items())
         if ignore_identical_ids:
             ordered = [item for item in ordered if item[0] != qid]
-        rankings.append(RankedList(qid, tuple(Candidate(d, s) for d, (s, _) in ordered[:depth])))
+        rankings.append(RankedList(qid, tuple(Candidate(d, s) for d, s in ordered[:depth])))
     report["queries"] = len(rankings)
     report["queries_without_candidates"] = len(queries - set(per_query))
     return rankings, report

@@ -1,5 +1,6 @@
-"""A given run file as the first stage (`retriever=trec_run`): validated against the dataset, re-ranked by our tie
-rule, LMEB scenes applied. Its identity is the file's content (sha256), so a changed file is a new first stage."""
+"""A given run file as the first stage (`retriever=trec_run`): validated against the dataset, ranked as trec_eval
+reads it (runfile.TIE_BREAK: score desc, then doc id desc; lines in any order, the rank column ignored; a non-finite
+score is an error naming file and line), LMEB scenes applied. Its identity is the file's content (sha256), so a changed file is a new first stage."""
 
 from __future__ import annotations
 
@@ -14,13 +15,10 @@ from kalm_eval.data.dataset import restrict_to_candidates
 from kalm_eval.errors import DataError
 from kalm_eval.knobs import knob
 from kalm_eval.records import RankedList
-from kalm_eval.retrieval.runfile import read_trec_validated
+from kalm_eval.retrieval.runfile import TIE_BREAK, read_trec_validated
 from kalm_eval.storage import sha256_file
 
 log = logging.getLogger(__name__)
-
-GIVEN_TIE_BREAK = "score desc, then given rank, then doc id desc"
-
 
 @dataclass(frozen=True)
 class TrecRunSettings:
@@ -31,7 +29,7 @@ class TrecRunSettings:
 
 
 class TrecRunRetriever:
-    tie_break = GIVEN_TIE_BREAK
+    tie_break = TIE_BREAK
 
     def __init__(self, settings: TrecRunSettings):
         self.settings = settings

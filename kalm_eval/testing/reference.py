@@ -21,9 +21,26 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from kalm_eval.fbnl.batching import order_longest_first
 from kalm_eval.fbnl.model import LoadedModel
-from kalm_eval.fbnl.prompts import PAD_TO_MULTIPLE_OF, decoder_prompt, encoder_text, pad_right
+from kalm_eval.fbnl.prompts import pad_right
 from kalm_eval.checkpoints import FP16_MESSAGE
 from kalm_eval.records import PairScore
+
+# The checkpoint code's inputs, restated here from the model card and the checkpoint's kalm_reranker.py (reference
+# §4) instead of imported from kalm_eval.fbnl.prompts: the exactness tests compare the product's prompts with an
+# independent statement of them, so a change to fbnl/prompts.py cannot move both sides at once.
+_DOCUMENT = "<Document>: {document}"
+_PROMPT = ("<bos><start_of_turn>user\nJudge whether the Document meets the requirements based on the Query and the "
+           'Instruct provided. Note that the answer can only be "yes" or "no".\n\n<Instruct>: {instruction}\n'
+           "<Query>: {query}<end_of_turn>\n<start_of_turn>model\n\n\n\n")
+_DEFAULT_INSTRUCTION = "Given a query, retrieve documents that answer the query."
+_PAD_DECODER_TO_MULTIPLE_OF = 8
+
+
+def _reference_prompt(tokenizer, query: str, instruction: str | None, query_max_len: int) -> str:
+    """The checkpoint's decoder prompt: the query alone tokenised, cut to query_max_len, decoded back, inserted."""
+    ids = tokenizer(query, add_special_tokens=False, truncation=True, max_length=query_max_len)["input_ids"]
+    query = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    return _PROMPT.format(instruction=_DEFAULT_INSTRUCTION if instruction is None else instruction, query=query)
 
 
 def reference_pool(
@@ -69,13 +86,13 @@ class ReferenceScorer:
         spec, tokenizer, model, device = self.loaded.spec, self.loaded.tokenizer, self.loaded.model, self.loaded.device
         tokenizer.padding_side = "right"
         encoder_batch = tokenizer(
-            [encoder_text(doc) for _, _, doc in triples],
+            [_DOCUMENT.format(document=doc) for _, _, doc in triples],
             padding=True, truncation=True, max_length=spec.doc_max_len,
             add_special_tokens=False, return_tensors="pt",
         ).to(device)
         decoder_batch = tokenizer(
-            [decoder_prompt(tokenizer, q, inst, spec.query_max_len) for q, inst, _ in triples],
-            padding=True, pad_to_multiple_of=PAD_TO_MULTIPLE_OF, add_special_tokens=False, return_tensors="pt",
+            [_reference_prompt(tokenizer, q, inst, spec.query_max_len) for q, inst, _ in triples],
+            padding=True, pad_to_multiple_of=_PAD_DECODER_TO_MULTIPLE_OF, add_special_tokens=False, return_tensors="pt",
         ).to(device)
         if ratio == 1:
             outputs = model(
@@ -125,7 +142,8 @@ class FullLogitsScorer:
         device, model = self.loaded.device, self.loaded.model
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
-            ids, mask = pad_right([prompts[i] for i in rows], self.loaded.tokenizer.pad_token_id, PAD_TO_MULTIPLE_OF)
+            ids, mask = pad_right([prompts[i] for i in rows], self.loaded.tokenizer.pad_token_id,
+                                  _PAD_DECODER_TO_MULTIPLE_OF)
             states = pad_sequence([passages[i] for i in rows], batch_first=True)
             lengths = torch.tensor([int(passages[i].shape[0]) for i in rows])
             states_mask = (torch.arange(states.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)).long()

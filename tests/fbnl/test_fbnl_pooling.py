@@ -75,6 +75,13 @@ def test_bfloat16_bitwise_equal_to_reference_algorithm():
         ref, ref_mask = reference_pool(hidden, mask, ratio)
         assert ours.dtype == torch.bfloat16
         assert torch.equal(ours, ref) and torch.equal(ours_mask, ref_mask)
+        # and both are the definition (mask-aware window mean, computed in float64 here) to bf16's precision:
+        # model-dtype arithmetic rounds the sum and then the quotient, each by at most bf16's unit roundoff (2**-8,
+        # 8 significant bits) of its magnitude, so |ours - mean| <= 2 * 2**-8 * (window mean of |h|)
+        exact, exact_mask = brute_force_pool(hidden.double(), mask, ratio)
+        magnitude = brute_force_pool(hidden.double().abs(), mask, ratio)[0]
+        assert torch.equal(ours_mask, exact_mask)
+        assert torch.all((ours.double() - exact).abs() <= 2 * 2**-8 * magnitude)
 
 
 def test_pooled_length():

@@ -107,4 +107,7 @@ def test_bf16_scores_match_reference_scorer():
     reranker = _reranker(loaded)
     got = [s.margin for s in _score(reranker, QUERIES[1], list(DOCS))]
     ref = [s.margin for s in ReferenceScorer(loaded).score([(QUERIES[1], None, d) for d in DOCS.values()], 2)]
-    assert max(abs(a - b) for a, b in zip(got, ref)) <= 0.0625
+    # Both paths run the same bf16 operations on the scored row: measured equal (0.0) at 1 and 2 threads on every
+    # query of this file. The bound allows one bf16 rounding step of a margin of size ~1 (2**-7), not a reordering.
+    assert max(abs(a - b) for a, b in zip(got, ref)) <= 2**-7
+    assert sorted(range(len(got)), key=lambda i: -got[i]) == sorted(range(len(ref)), key=lambda i: -ref[i])

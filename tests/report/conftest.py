@@ -128,7 +128,7 @@ def write_record(out_dir: Path, *, dataset: str = "beir/scifact", model: str | N
         values = np.asarray(values, dtype=float)
         protocol["reranker"] = {"name": family, "model": identity or model_identity(model), "compression": ratio,
                                 "depth": depth, "instruction": instruction, "tail": "first_stage",
-                                "tie_break": "margin desc, then first-stage rank", "score": "margin z_yes - z_no",
+                                "tie_break": "margin desc, then doc id desc (trec_eval's order of the written run)", "score": "margin z_yes - z_no",
                                 "cascade": cascade}
         stages["reranked"] = {"nDCG@10": float(values.mean()), "R@100": 0.91, "queries": len(qids), "recall_ceiling": 0.91}
         if roc is not None:

@@ -15,7 +15,7 @@ The reference's inputs are rebuilt from the fixture files (query text, title + "
 instruction), not from the harness' dataset objects. The record checks: protocol.reranker.name is the family and
 protocol.reranker.model equals the identity() of the family's reranker built directly on the same settings (with
 no local path in it), counts.pairs = the pairs scored, timings.latency is measured, and reranked order = margin
-descending, ties by first-stage rank, then the first-stage tail.
+descending, ties by doc id descending (trec_eval's order of the written run), then the first-stage tail.
 """
 
 from __future__ import annotations
@@ -256,7 +256,8 @@ def test_cli_record(family, run_family, tmp_path):
     assert raw["timings"]["online_ms_per_query"] == pytest.approx(DEPTH * latency["ms_per_pair_p50"])
     assert "nDCG@10" in raw["stages"]["reranked"] and "nDCG@10" in raw["stages"]["first_stage"]
 
-    # Reranked order: each query's head by margin descending, ties by first-stage rank; then the first-stage tail.
+    # Reranked order: each query's head by margin descending, ties by doc id descending (as trec_eval reads the
+    # written run); then the first-stage tail.
     first_stage = read_run(out / "run.first_stage.trec.gz")
     reranked = read_run(out / "run.reranked.trec.gz")
     assert set(reranked) == set(first_stage) == {q["_id"] for q in QUERIES}
@@ -265,10 +266,10 @@ def test_cli_record(family, run_family, tmp_path):
         head = [r for r in rows if r["query_id"] == qid]
         assert [r["doc_id"] for r in head] == fs_docs[:DEPTH]
         assert [int(r["first_stage_rank"]) for r in head] == list(range(1, DEPTH + 1))
-        expected = sorted(head, key=lambda r: (-float(r["margin"]), int(r["first_stage_rank"])))
+        expected = sorted(head, key=lambda r: (float(r["margin"]), r["doc_id"]), reverse=True)
         assert reranked[qid] == [r["doc_id"] for r in expected] + fs_docs[DEPTH:]
         ties += len(head) - len({r["margin"] for r in head})
-    # The duplicate passages tie exactly, and the earlier first-stage rank (bm25's tie rule: doc id descending) wins.
+    # The duplicate passages tie exactly, and the larger doc id wins (trec_eval's rule, whatever their first-stage ranks).
     dup = {r["doc_id"]: r for r in rows if r["query_id"] == "q_quantum" and r["doc_id"].startswith("d_dup")}
     assert set(dup) == {"d_dup_a", "d_dup_b"} and dup["d_dup_a"]["margin"] == dup["d_dup_b"]["margin"] and ties >= 1
     order = reranked["q_quantum"]

@@ -365,6 +365,9 @@ def test_gemma_query_budget_checked(gemma_dir):
                                      batch_size=2)
 
 
+BF16_BOUND = {"qwen3": 0.14, "cross_encoder": 0.16, "bge_gemma": 0.025}
+
+
 @pytest.mark.parametrize("family", ["qwen3", "cross_encoder", "bge_gemma"])
 def test_bfloat16_scores_follow_float32(family, qwen3, cross_encoder, bge_gemma, qwen3_dir, cross_encoder_dir,
                                          gemma_dir):
@@ -378,4 +381,6 @@ def test_bfloat16_scores_follow_float32(family, qwen3, cross_encoder, bge_gemma,
     assert half.identity()["dtype"] == "bfloat16" and half.describe_device()["dtype"] == "bfloat16"
     low = [s.margin for s in half.score_pairs(PAIRS)]
     high = [s.margin for s in fp32.score_pairs(PAIRS)]
-    assert np.all(np.isfinite(low)) and max_abs_diff(low, high) < 0.25
+    # bf16 vs fp32 on these pairs, measured at 1 and 2 threads: qwen3 0.0698, cross_encoder 0.0783, bge_gemma 0.0126
+    # (the same at both); bounds at 2x that, so a wrong upcast or a bf16 score path would show
+    assert np.all(np.isfinite(low)) and max_abs_diff(low, high) < BF16_BOUND[family]

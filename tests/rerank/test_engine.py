@@ -117,14 +117,19 @@ def test_resume_computes_only_what_is_missing_whatever_the_world(tmp_path):
 
 
 def test_a_damaged_unit_is_named_deleted_and_recomputed(tmp_path, caplog):
-    the_job, units, _, _ = run_all(tmp_path, "x", [1])
+    the_job, units, original, _ = run_all(tmp_path, "x", [1])
     damaged = sorted(units.path.glob("*.npz"))[1]
-    damaged.write_bytes(damaged.read_bytes()[:50])
+    intact = damaged.read_bytes()
+    damaged.write_bytes(intact[:50])
     with pytest.raises(IncompleteUnits, match="1 unit"):
         merge_units(the_job, FakeReranker().variants(), units)
     assert str(damaged) in caplog.text and not damaged.exists()
     assert compute_units(the_job, FakeReranker(), units, Workers(), TEXTS.__getitem__) == 1
-    merge_units(the_job, FakeReranker().variants(), units)
+    assert damaged.read_bytes() == intact  # the recomputed unit is the one that was damaged, byte for byte
+    recomputed = merge_units(the_job, FakeReranker().variants(), units)
+    for label in original.margin:
+        assert np.array_equal(recomputed.margin[label], original.margin[label])
+        assert np.array_equal(recomputed.p_yes[label], original.p_yes[label])
 
 
 def test_units_of_another_job_are_never_mixed_in(tmp_path):
@@ -132,3 +137,52 @@ def test_units_of_another_job_are_never_mixed_in(tmp_path):
     other = job(chunk_passages=8)  # other units: another directory, never read as this job's
     assert unit_directory(tmp_path, "local/x", reranker, reranker.variants(), first).path != \
         unit_directory(tmp_path, "local/x", reranker, reranker.variants(), other).path
+
+
+class NonFiniteReranker(FakeReranker):
+    """Like FakeReranker, but one (query, passage) pair gets `value` as its r4 margin (a bf16 overflow, say)."""
+
+    def __init__(self, query_text, doc_id, value):
+        super().__init__()
+        self.target, self.value = (query_text, doc_id), value
+
+    def score_chunk(self, chunk: ScoringChunk) -> ChunkScores:
+        result = super().score_chunk(chunk)
+        for i, (q, p) in enumerate(chunk.pairs):
+            if (chunk.queries[q][0], chunk.passages[p][0]) == self.target:
+                result.scores["r4"][i] = PairScore(margin=self.value, p_yes=0.5)
+        return result
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_margin_is_refused_naming_pair_model_and_variant_before_anything_is_written(tmp_path, value):
+    from kalm_eval.errors import ScoreError
+
+    the_job = job()
+    qid, doc = the_job.query_ids[int(the_job.pair_query[7])], the_job.doc_ids[int(the_job.pair_doc[7])]
+    reranker = NonFiniteReranker(QUERIES[qid], doc, value)
+    units = unit_directory(tmp_path, "local/x", reranker, reranker.variants(), the_job)
+    unit = int(the_job.chunk_of_docs()[the_job.pair_doc[7]])
+    with pytest.raises(ScoreError, match=rf"^query '{qid}', doc '{doc}': margin {value!r} is not a finite number "
+                                         rf"\(model fake, variant 'r4'; 1 of \d+ pairs of unit {unit}\); nothing was "
+                                         "written"):
+        compute_units(the_job, reranker, units, Workers(), TEXTS.__getitem__)
+    assert not units.done(unit)
+
+
+def test_a_cached_unit_holding_a_non_finite_score_is_named_discarded_and_recomputed(tmp_path, caplog):
+    the_job, units, reference, _ = run_all(tmp_path, "x", [1])
+    damaged = sorted(units.path.glob("*.npz"))[2]
+    with np.load(damaged) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays["margin/r1"] = arrays["margin/r1"].copy()
+    arrays["margin/r1"][0] = np.inf
+    with open(damaged, "wb") as handle:
+        np.savez(handle, **arrays)
+    with pytest.raises(IncompleteUnits, match="1 unit"):
+        merge_units(the_job, FakeReranker().variants(), units)
+    assert f"rerank unit {damaged} is unusable (it holds non-finite scores (variant 'r1'))" in caplog.text
+    assert not damaged.exists()
+    assert compute_units(the_job, FakeReranker(), units, Workers(), TEXTS.__getitem__) == 1
+    again = merge_units(the_job, FakeReranker().variants(), units)
+    assert np.array_equal(again.margin["r1"], reference.margin["r1"])

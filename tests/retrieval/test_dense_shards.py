@@ -168,3 +168,49 @@ def test_random_encoder_is_deterministic_and_keyed():
     assert not np.array_equal(x, RandomEncoder(16, seed=1).encode_passages(["one", "two"]))
     retriever = DenseRetriever(DenseSettings(model="random:16"))
     assert retriever.identity()["model"] == "random:16" and isinstance(retriever.encoder, RandomEncoder)
+
+
+class NormalisingEncoder(IntEncoder):
+    """IntEncoder vectors divided by their norm, as a naive encoder does: the empty passage (a zero vector) turns
+    into NaN; `scale` multiplies every vector (an overflow); `bad_query` gives one query a NaN vector."""
+
+    def __init__(self, scale: float = 1.0, bad_query: str | None = None, normalise: bool = True):
+        super().__init__()
+        self.scale, self.bad_query, self.normalise = scale, bad_query, normalise
+
+    def _vec(self, text: str) -> np.ndarray:
+        vec = np.zeros(self.dim, np.float32) if not text.strip() else super()._vec(text)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            vec = vec / np.linalg.norm(vec) if self.normalise else vec
+        return (vec * np.float32(self.scale)).astype(np.float32)
+
+    def encode_queries(self, texts):
+        out = super().encode_queries(texts)
+        if self.bad_query is not None:
+            out[texts.index(self.bad_query)] = np.nan
+        return out
+
+
+def test_non_finite_embeddings_and_similarities_are_refused_naming_the_text(tmp_path, cache_dir):
+    from kalm_eval.errors import ScoreError
+
+    dataset = make_dataset(tmp_path / "ds", cache_dir, n_docs=30)
+    empty = [d.id for d in dataset.corpus if not d.passage(dataset.joiner).strip()]
+    nonzero = [d.id for d in dataset.corpus if d.id not in empty]
+    assert empty and nonzero
+
+    def retrieve(encoder, name, **settings):
+        retriever = DenseRetriever(DenseSettings(**{**SETTINGS.__dict__, **settings}), cache_dir=cache_dir / name,
+                                   encoder=encoder)
+        return list(retriever.retrieve(dataset, depth=5))
+
+    with pytest.raises(ScoreError, match=rf"embedding of passage '{empty[0]}' is not finite \(a zero vector normalised\?\)"):
+        retrieve(NormalisingEncoder(), "zero", store_dtype="float32")
+    with pytest.raises(ScoreError, match=rf"embedding of passage '{nonzero[0]}' overflows float16 storage"):
+        retrieve(NormalisingEncoder(scale=1e6, normalise=False), "overflow", store_dtype="float16")
+    first_query = next(iter(dataset.queries.values()))
+    with pytest.raises(ScoreError, match=rf"embedding of query '{first_query.id}' is not finite"):
+        retrieve(NormalisingEncoder(bad_query=first_query.text, normalise=False), "query", store_dtype="float32")
+    with pytest.raises(ScoreError, match=r"dense similarity \(a zero or overflowing embedding\?\), query '[^']+', "
+                                         r"doc '[^']+': score inf is not a finite number"):
+        retrieve(NormalisingEncoder(scale=1e20, normalise=False), "similarity", store_dtype="float32")

@@ -161,6 +161,10 @@ def test_identical_ids_dropped_by_the_quirk(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ('{"mteb_model_meta": {}, "default": {"test": {"q1": {"d1": 1.0, "d1": 2.0}}}}', r"key 'd1' appears twice"),
     ('{"mteb_model_meta": {}, "default": {"test": {"q1": {"d1": NaN}}}}', r"\['q1'\]\['d1'\]: score nan is not a finite number"),
+    ('{"mteb_model_meta": {}, "default": {"test": {"q1": {"d1": -Infinity}}}}', r"\['d1'\]: score -inf is not a finite number"),
+    ('{"mteb_model_meta": {}, "default": {"test": {"q1": {"d1": 1e400}}}}', r"\['d1'\]: score inf is not a finite number"),
+    ('{"mteb_model_meta": {}, "default": {"test": {"q1": {"d1": 1' + "0" * 400 + '}}}}',
+     r"\['d1'\]: score 10+ is not a finite number"),
     ('{"mteb_model_meta": {}, "default": {"test": {"q1": {"d1": "3"}}}}', r"score '3' is not a finite number"),
     ('{"mteb_model_meta": {}, "default": {"test": {"q1": ["d1"]}}}', r"\['q1'\] must map doc ids to scores"),
     ('{"mteb_model_meta": {}, "default": {"test": [1]}}', r"must map query ids to \{doc id: score\}"),

@@ -6,9 +6,10 @@ import gzip
 
 import pytest
 
-from kalm_eval.errors import DataError
+from kalm_eval.errors import DataError, InvariantError, ScoreError
 from kalm_eval.records import Candidate, RankedList
-from kalm_eval.retrieval.runfile import iter_trec, rank, read_trec_validated, write_trec
+from kalm_eval.retrieval.runfile import (in_trec_order, iter_trec, rank, read_trec_validated, scores_below,
+                                         trec_order, write_trec)
 
 
 def test_rank_breaks_ties_like_trec_eval_and_drops_identical_ids():
@@ -73,5 +74,51 @@ def test_given_run_counted_policy(tmp_path):
     rankings, report = validate(path, on_unknown="drop", on_duplicate="keep_first")
     assert report == {"lines": 5, "unknown_query_lines": 1, "unknown_doc_lines": 1, "duplicate_lines": 1,
                       "queries": 1, "queries_without_candidates": 1}
-    # tie at 9: the file's own rank decides (d1 rank 1 before d2 rank 2); duplicate d1 keeps the higher score
-    assert rankings == [RankedList("q1", (Candidate("d1", 9.0), Candidate("d2", 9.0)))]
+    # tie at 9: trec_eval ignores the file's rank column (d1 rank 1, d2 rank 2) and breaks it by doc id descending;
+    # duplicate d1 keeps the higher score
+    assert rankings == [RankedList("q1", (Candidate("d2", 9.0), Candidate("d1", 9.0)))]
+
+
+@pytest.mark.parametrize("score", ["nan", "NaN", "inf", "-inf", "Infinity", "1e400", "-1e400"])
+def test_non_finite_score_is_refused_naming_file_and_line(tmp_path, score):
+    path = tmp_path / "given.trec"
+    path.write_text(f"q1 Q0 d1 1 9 s\nq1 Q0 d2 2 8 s\nq1 Q0 d3 3 {score} s\n")
+    message = rf"given\.trec:3: score '{score}' is not a finite number"
+    with pytest.raises(DataError, match=message):
+        validate(path)
+    with pytest.raises(DataError, match=message):
+        list(iter_trec(path))
+
+
+def test_given_run_ranks_as_trec_eval_reads_it(tmp_path):
+    """Lines in any order, ranks that contradict the scores, ties, negative and exponent-notation scores."""
+    path = tmp_path / "given.trec"
+    path.write_text("q1 Q0 d1 1 -2.5e-1 s\nq1 Q0 d3 2 1E2 s\nq1 Q0 d2 3 -0.25 s\nq1 Q0 zz9 7 100 s\n"
+                    "q1 Q0 d10 4 -3 s\n")
+    rankings, _ = validate(path, corpus={"d1", "d2", "d3", "d10", "zz9"})
+    assert [(c.doc_id, c.score) for c in rankings[0].candidates] == [
+        ("zz9", 100.0), ("d3", 100.0), ("d2", -0.25), ("d1", -0.25), ("d10", -3.0)]
+
+
+def test_rank_refuses_non_finite_scores_naming_query_doc_and_source():
+    with pytest.raises(ScoreError, match=r"dense similarity, query 'q1', doc 'b': score nan is not a finite number"):
+        rank("q1", [("a", 1.0), ("b", float("nan"))], 3, ignore_identical_ids=False, source="dense similarity")
+    with pytest.raises(ScoreError, match=r"doc 'a': score -inf"):
+        rank("q1", [("a", float("-inf"))], 3, ignore_identical_ids=False)
+
+
+def test_trec_order_is_the_one_rule_and_write_trec_refuses_anything_else(tmp_path):
+    items = [("a", 1.0), ("c", 2.0), ("b", 2.0), ("B", 2.0), ("é", 2.0), ("d", -0.0), ("e", 0.0)]
+    assert [d for d, _ in trec_order(items)] == ["é", "c", "b", "B", "a", "e", "d"]  # strcmp order, byte-wise
+    ranked = [Candidate(d, s) for d, s in trec_order(items)]
+    assert in_trec_order(ranked) and not in_trec_order(ranked[::-1])
+    bad = RankedList("q1", (Candidate("a", 1.0), Candidate("b", 1.0)))  # a tie in doc id ascending order
+    with pytest.raises(InvariantError, match=r"out\.trec\.gz: query 'q1' is not in trec_eval's order"):
+        write_trec(tmp_path / "out.trec.gz", [bad], tag="t")
+    assert not (tmp_path / "out.trec.gz").exists()
+
+
+def test_scores_below_stay_strictly_decreasing_at_any_magnitude():
+    assert scores_below(0.5, 3) == [-0.5, -1.5, -2.5]
+    huge = scores_below(1e300, 4)
+    assert all(b < a for a, b in zip([1e300] + huge, huge))
