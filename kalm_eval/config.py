@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from kalm_eval import __version__
+from kalm_eval.checkpoints import HubCheckpoint
 from kalm_eval.errors import ConfigError
 from kalm_eval.knobs import check_value, from_mapping, keyed, logged
 from kalm_eval.rerank import family as reranker_family
@@ -125,6 +126,17 @@ class RunConfig:
                 raise ConfigError(f"output_dir={self.output_dir}: is a file, not a directory")
         for knob, path in places:
             _probe_writable(knob, path)
+
+    def hub_checkpoints(self) -> list[HubCheckpoint]:
+        """The Hugging Face hub checkpoints this run loads (first-stage encoder, reranker or baseline), each with the
+        knob that points it at a local copy instead (kalm_eval.checkpoints.check_available checks them)."""
+        found = []
+        for owner, knob_for_copy, label in ((self.retriever.settings, "retriever.model", f"retriever={self.retriever.name}"),
+                                            (self.model, "model.path", f"model={getattr(self.model, 'name', '?')}")):
+            source = owner.hub_source() if hasattr(owner, "hub_source") else None
+            if source is not None:
+                found.append(HubCheckpoint(source[0], source[1], label, knob_for_copy))
+        return found
 
     # ---- identity ---------------------------------------------------------------------------------------------
     def key(self) -> dict[str, Any]:

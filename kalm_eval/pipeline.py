@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from kalm_eval import __version__, metrics, provenance
+from kalm_eval.checkpoints import check_available
 from kalm_eval.config import RunConfig
 from kalm_eval.errors import InvariantError
 from kalm_eval.data import Dataset
@@ -38,6 +39,7 @@ from kalm_eval.retrieval.first_stage import FirstStageRun, first_stage
 from kalm_eval.run_status import record_progress
 from kalm_eval.ranking import scores_below, trec_order
 from kalm_eval.retrieval.runfile import write_trec
+from kalm_eval.space import check_space, estimate, writing
 from kalm_eval.storage import atomic_open, copy_atomic, signature_of
 
 log = logging.getLogger(__name__)
@@ -66,8 +68,13 @@ class RunState:
 
 def run(cfg: RunConfig) -> list[Path]:
     """Execute a run; returns the result directories (one per variant when reranking)."""
+    check_available(cfg.hub_checkpoints())  # before any work: every checkpoint cached or downloadable
     workers = from_environment(cfg.worker, cfg.workers)
-    with run_log(cfg, workers) as log_path:
+    if workers.is_main:
+        check_space(estimate(cfg))  # warns when cache_dir or the output has less free space than the run writes
+    # A write that fails (no space, read-only) anywhere below: one line naming the place (the finer-grained
+    # writers name the file); what was committed stays, nothing partial is left.
+    with writing(cfg.cache_dir, permission=False), run_log(cfg, workers) as log_path:
         return _run(cfg, workers, log_path)
 
 
@@ -75,8 +82,9 @@ def run(cfg: RunConfig) -> list[Path]:
 def run_log(cfg: RunConfig, workers: Workers) -> Iterator[Path]:
     """Everything the kalm_eval loggers say during the run, also in a file; each record gets a copy (run.log)."""
     path = cfg.cache_dir / "logs" / f"{signature_of(cfg.key())[:24]}.rank{workers.rank}.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = _RunLogHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
     root = logging.getLogger("kalm_eval")
@@ -90,6 +98,16 @@ def run_log(cfg: RunConfig, workers: Workers) -> Iterator[Path]:
         root.removeHandler(handler)
         root.setLevel(previous)
         handler.close()
+
+
+class _RunLogHandler(logging.FileHandler):
+    """The run's log file. A full disk must not print a logging traceback per message: the first failed write
+    closes the file quietly (the console still shows everything; the failure that matters is raised where the
+    run writes its own files)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        self.close()
+        self.emit = lambda record: None  # type: ignore[method-assign]
 
 
 def _run(cfg: RunConfig, workers: Workers, log_path: Path) -> list[Path]:

@@ -23,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from kalm_eval.config import CONFIG_PATH, RunConfig
 from kalm_eval.errors import ConfigError, KalmEvalError, exit_with
+from kalm_eval.space import estimate
+from kalm_eval.storage import free_bytes, human_bytes
 from kalm_eval.suite import expand_units
 
 log = logging.getLogger("kalm_eval")
@@ -153,6 +155,20 @@ def render(plans: list[UnitPlan], compressions: tuple[int, ...]) -> str:
     return frame.to_markdown(index=False)
 
 
+def disk_line(cfg: DictConfig) -> str:
+    """What the configuration writes to disk (kalm_eval.space's estimates), and the free space there now."""
+    needs = [n for unit in expand_units(cfg)
+             if (n := estimate(RunConfig.from_hydra(unit.config, probe_paths=False))) is not None]
+    if not needs:
+        return "disk: unknown (the benchmark config states no sizes)"
+    total = sum(needs[1:], needs[0])
+    free = {place: free_bytes(place) for place in (total.cache_dir, total.output)}
+    parts = " · ".join(f"{name} {human_bytes(size)}" for name, size in total.parts.items())
+    return (f"disk (estimate): cache_dir {total.cache_dir} {human_bytes(total.cache_bytes)} (free "
+            f"{human_bytes(free[total.cache_dir] or 0)}) · results {total.output} {human_bytes(total.output_bytes)} "
+            f"(free {human_bytes(free[total.output] or 0)}) — {parts}")
+
+
 def make_plan(cfg: DictConfig) -> tuple[list[UnitPlan], tuple[int, ...], PlanSettings]:
     settings = PlanSettings(**OmegaConf.to_container(cfg.get("plan") or {}, resolve=True))
     plans, compressions = [], ()
@@ -171,6 +187,7 @@ def main(cfg: DictConfig) -> None:
     except KalmEvalError as err:
         exit_with(err, "kalm-eval-plan")
     print(render(plans, compressions))
+    print(disk_line(cfg))
     print(f"\nassumptions: {settings.tokens_per_word} tokens/word, {settings.prompt_tokens} prompt tokens + instruction "
           f"+ query, states {settings.state_bytes} bytes/value; unique passages are an upper bound; time = pairs / "
           f"pairs_per_s ({settings.pairs_per_s or settings.cost_benchmark or 'not given'}) and unique passages / "

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from kalm_eval.errors import ResultError
-from kalm_eval.storage import read_json, replace_directory, sha256_file, temp_sibling, write_json_atomic
+from kalm_eval.storage import read_json, replace_directory, sha256_file, temp_sibling, write_json_atomic, named_writes
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +114,17 @@ class ResultRecord:
         The files are written into a unique temporary sibling directory, their digests recorded, the record written
         last; then the sibling replaces `directory`. Returns the directory."""
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
         staged = temp_sibling(directory, "tmp")
-        staged.mkdir()
         try:
-            for name, write in writers.items():
-                write(staged / name)
-            self.file_digests = {name: sha256_file(staged / name) for name in writers}
-            self.file_bytes = {name: (staged / name).stat().st_size for name in writers}
-            write_json_atomic(staged / RECORD_FILE, self.to_dict())
-            replace_directory(staged, directory)
+            with named_writes(directory):
+                directory.parent.mkdir(parents=True, exist_ok=True)
+                staged.mkdir()
+                for name, write in writers.items():
+                    write(staged / name)
+                self.file_digests = {name: sha256_file(staged / name) for name in writers}
+                self.file_bytes = {name: (staged / name).stat().st_size for name in writers}
+                write_json_atomic(staged / RECORD_FILE, self.to_dict())
+                replace_directory(staged, directory)
         except BaseException:
             import shutil
 

@@ -12,7 +12,10 @@ Outputs, in the suite directory (`output_dir`, default results/runs/suite__<name
                 and averages (mean over datasets; LMEB also mean over types), for the first stage and for each
                 reranked ratio. A unit without a result is listed as missing (never scored 0); averages over
                 incomplete sets say so (`complete: false`, `n` of `of`);
-- summary.md    the same as a table (×100, 2 decimals as in the paper)."""
+- summary.md    the same as a table (×100, 2 decimals as in the paper).
+
+A suite whose units failed (missing or invalid data) still runs the others and writes its summary; then
+`check_complete` raises SuiteIncomplete (the CLI: one line, exit status 3)."""
 
 from __future__ import annotations
 
@@ -26,8 +29,10 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from kalm_eval.checkpoints import check_available
 from kalm_eval.config import RunConfig
-from kalm_eval.errors import DataError
+from kalm_eval.space import check_space, estimate
+from kalm_eval.errors import DataError, SuiteIncomplete
 from kalm_eval.metrics import MAIN_MEASURE
 from kalm_eval.report.summary import summarize_suite
 from kalm_eval.result import RECORD_FILE, ResultRecord, default_directory
@@ -114,6 +119,11 @@ def run_suite(cfg: DictConfig, *, runner: Callable | None = None,
     units = expand_units(cfg)
     # Validate every unit up front: a bad knob must not surface after hours of earlier units.
     run_configs = [dataclasses.replace(make_run_config(unit.config), output_dir=None) for unit in units]
+    # ... and every checkpoint they load: cached or downloadable, before the first unit spends anything.
+    check_available(c for run_cfg in run_configs for c in run_cfg.hub_checkpoints())
+    needs = [n for n in map(estimate, run_configs) if n is not None]
+    if needs:
+        check_space(sum(needs[1:], needs[0]))  # the whole suite against the free space, before the first unit
     suite = str(cfg.benchmark.get("name"))
     _warn_if_not_paper_retriever(cfg)
     out = suite_dir(cfg, units)
@@ -152,6 +162,20 @@ def run_suite(cfg: DictConfig, *, runner: Callable | None = None,
         fh.write(markdown)
     log.info("suite %s: %d/%d units done, summary in %s", suite, len(results), len(units), out / "summary.md")
     return out
+
+
+def check_complete(out: Path) -> None:
+    """SuiteIncomplete when the suite's summary lists failed units (units another worker of a job array has yet to
+    finish are not failures)."""
+    summary = read_json(out / "summary.json")
+    failures = summary.get("failures") or {}
+    if failures:
+        first, reason = next(iter(failures.items()))
+        reason = " ".join(str(reason).split())  # one line
+        total = len(summary.get("units") or {})
+        others = "the others ran" if len(failures) < total else "none ran"
+        raise SuiteIncomplete(f"suite {summary.get('suite')}: {len(failures)} of {total} unit(s) failed (first: "
+                              f"{first}: {reason}); {others}, summary in {out / 'summary.md'}")
 
 
 def suite_dir(cfg: DictConfig, units: list[Unit]) -> Path:

@@ -4,6 +4,7 @@ instruction and the registry's quirk set; the first stage and the reranker see t
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -182,3 +183,120 @@ def test_reranker_depth_defaults_to_the_retriever_depth(tmp_path, overrides, exp
                    f"cache_dir={tmp_path / 'c'}", f"results_dir={tmp_path / 'r'}")
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert RunConfig.from_mapping(resolved, probe_paths=False).reranker.depth == expected
+
+
+# ---- every shipped configuration validates ----------------------------------------------------------------------
+# Every benchmark member (each dataset file under conf/benchmark/, as a suite member, one alone), every first stage
+# (conf/retriever/*) and every reranker preset (conf/reranker/* x the conf/model/* presets of its family) go through
+# the run's own validation (RunConfig; no path probed, no data read, no model loaded). Pairwise, to stay fast: every
+# member with every first stage and with every reranker family; every first stage with every reranker family; every
+# model preset with its family. The sections meet only through interpolations into `benchmark` (instruction,
+# analyzer) and the depth rule; a model preset interpolates nothing (asserted), so a preset that validates with its
+# family validates wherever that family does.
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+PLACEHOLDER = "/nonexistent/required-by-the-user"  # a value for every `???` knob the user must set (paths)
+PINNED = "0" * 40  # for a preset that ships without a pin on purpose (bge_reranker_v2_gemma: model.revision=<commit>)
+
+
+def _names(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+RETRIEVERS, RERANKERS = _names("retriever"), _names("reranker")
+
+
+def _reranker_presets() -> list[tuple[str, str | None]]:
+    """(reranker, model preset) for every family and every model preset of it; families without presets alone."""
+    families = {p.stem: OmegaConf.load(p).get("family") for p in (CONF / "model").glob("*.yaml")}
+    presets = []
+    for reranker in RERANKERS:
+        models = sorted(m for m, family in families.items() if family == reranker)
+        presets += [(reranker, m) for m in models] or [(reranker, None)]
+    return presets
+
+
+def _suite_members() -> dict[str, list[str]]:
+    """Selection -> the dataset names of its members: each suite, and `local`."""
+    return {"beir": [f"beir/{n}" for n in BEIR_13], "miracl": [f"miracl/{n}" for n in LANGUAGES],
+            "lmeb": [f"lmeb/{n}" for n in LMEB_SUBSETS],
+            "lmeb_dialogue": [f"lmeb/{n}" for n in LMEB_TYPES["Dialogue"]], "local": ["local/unnamed"]}
+
+
+def _validated(*overrides: str) -> dict:
+    """Compose, fill the knobs the user must set, validate every member (one unit per LMEB dataset: its subsets
+    differ only in their instruction string); member -> its RunConfig."""
+    from kalm_eval.config import RunConfig
+
+    cfg = _compose(*overrides, "cache_dir=/nonexistent/cache", "results_dir=/nonexistent/results")
+    for key in OmegaConf.missing_keys(cfg):
+        OmegaConf.update(cfg, key, PLACEHOLDER)
+    if cfg.reranker.name != "none" and cfg.model.get("hf_id") and cfg.model.get("revision") is None:
+        cfg.model.revision = PINNED
+    validated = {}
+    for unit in expand_units(cfg):
+        if unit.dataset in validated:
+            continue
+        try:
+            validated[unit.dataset] = RunConfig.from_hydra(unit.config, probe_paths=False)
+        except Exception as err:
+            raise AssertionError(f"{' '.join(overrides)}: {unit.name}: {type(err).__name__}: {err}") from None
+    return validated
+
+
+def test_shipped_config_inventory():
+    """The parametrisations below enumerate the shipped files: a new config file is covered without editing tests."""
+    files = {str(p.relative_to(CONF / "benchmark").with_suffix("")) for p in (CONF / "benchmark").rglob("*.yaml")
+             if not p.stem.startswith("_")}
+    selections = _suite_members()
+    members = {m for s in ("beir", "miracl", "lmeb") for m in selections[s]}
+    assert files == members | set(selections), sorted(files ^ (members | set(selections)))
+    assert {r for r, _ in _reranker_presets()} == set(RERANKERS)
+    assert {m for _, m in _reranker_presets() if m} == set(_names("model"))  # every preset belongs to a family
+    for preset in (CONF / "model").glob("*.yaml"):  # the premise of the pairwise coverage
+        assert "${" not in preset.read_text(), preset.name
+
+
+@pytest.mark.parametrize("sweep", range(max(len(RETRIEVERS), len(RERANKERS))))
+def test_every_member_validates_with_every_first_stage_and_reranker(sweep):
+    """Sweep i pairs every member with first stage i and reranker family i (cycled): all pairs in few sweeps."""
+    retriever, reranker = RETRIEVERS[sweep % len(RETRIEVERS)], RERANKERS[sweep % len(RERANKERS)]
+    for selection, members in _suite_members().items():
+        validated = _validated(f"benchmark={selection}", f"retriever={retriever}", f"reranker={reranker}")
+        assert sorted(validated) == sorted(members)
+        assert {c.retriever.name for c in validated.values()} == {retriever}
+        assert {c.reranker.name if c.reranker else "none" for c in validated.values()} == {reranker}
+    assert list(_validated("benchmark=miracl/sw", f"retriever={retriever}", f"reranker={reranker}")) == ["miracl/sw"]
+
+
+@pytest.mark.parametrize("retriever", RETRIEVERS)
+def test_every_first_stage_validates_with_every_reranker_preset(retriever):
+    for reranker, model in _reranker_presets():
+        chosen = [f"reranker={reranker}"] + ([f"model={model}"] if model else [])
+        (config,) = _validated("benchmark=beir/scifact", f"retriever={retriever}", *chosen).values()
+        assert config.reranker is None or config.reranker.depth == config.retriever.depth
+
+
+@pytest.mark.parametrize("experiment", _names("experiment"))
+def test_every_paper_experiment_validates(experiment):
+    suite = experiment.removeprefix("paper_")
+    assert sorted(_validated(f"+experiment={experiment}")) == sorted(_suite_members()[suite])
+
+
+def test_a_preset_without_a_pin_says_what_to_set():
+    from kalm_eval.config import RunConfig
+    from kalm_eval.errors import ConfigError
+
+    cfg = _compose("benchmark=beir/scifact", "reranker=bge_gemma")
+    with pytest.raises(ConfigError, match=r"^model\.revision=None: BAAI/bge-reranker-v2-gemma needs a pinned revision"):
+        RunConfig.from_hydra(cfg, probe_paths=False)
+
+
+def test_bm25_without_stopwords_or_stemmer_validates():
+    """MIRACL languages that neither bm25s nor PyStemmer covers state `stopwords: null` (none), a shipped value."""
+    validated = _validated("benchmark=miracl", "retriever=bm25")
+    analysis = {name.split("/")[1]: (c.retriever.settings.stopwords, c.retriever.settings.stemmer)
+                for name, c in validated.items()}
+    assert len(analysis) == 18 and analysis["de"] == ("de", "german") and analysis["zh"] == ("zh", None)
+    assert sorted(lang for lang, (stopwords, _) in analysis.items() if stopwords is None) == [
+        "ar", "bn", "fa", "fi", "hi", "id", "ja", "sw", "te", "th", "yo"]

@@ -75,3 +75,23 @@ def test_status_follows_a_run(tmp_path):
     marker.write_text(json.dumps({"host": os.uname().nodename, "pid": 2**22 + 7, "started": 0}))
     status = unit_status("mini", run_cfg)
     assert status.state == "interrupted" and (status.units["in_flight"], status.units["interrupted"]) == (0, 1)
+
+
+def test_plan_states_the_disk_a_run_writes_and_the_free_space(tmp_path):
+    """SciFact BM25 -> tiny at r in {1,4}: doc store + BM25 index peak + run + units under cache_dir, two records."""
+    from kalm_eval.plan import disk_line
+    from kalm_eval.space import estimate
+
+    cfg = compose_config("benchmark=beir/scifact", "reranker=kalm", "model=tiny", "compression=[1,4]",
+                         f"cache_dir={tmp_path / 'cache'}", f"results_dir={tmp_path / 'results'}")
+    needs = estimate(RunConfig.from_hydra(cfg, probe_paths=False))
+    words = 5183 * 213.63
+    assert needs.parts == {"doc store": int(words * 7.5 + 5183 * 40), "first-stage run": 300 * 100 * 18,
+                           "bm25 index (peak while built)": int(2 * words * 4.5), "rerank units": 30000 * 2 * 16,
+                           "result records": 2 * (2 * 300 * 100 * 18 + 30000 * 40)}
+    assert needs.cache_bytes == sum(v for k, v in needs.parts.items() if k != "result records")
+    line = disk_line(cfg)
+    assert line.startswith(f"disk (estimate): cache_dir {tmp_path / 'cache'} 20.0 MB (free ")
+    assert f"results {tmp_path / 'results'} 4.6 MB (free " in line
+    # the shipped MIRACL configs (11 languages without stopwords) plan too
+    assert disk_line(compose_config("benchmark=miracl", "retriever=bm25")).startswith("disk (estimate): cache_dir ")

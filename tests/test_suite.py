@@ -3,6 +3,11 @@ averages; missing listed, never 0) as summary.json and summary.md."""
 
 from __future__ import annotations
 
+import gzip
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,10 +15,12 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf, open_dict
 
 from kalm_eval.data.loaders import load_dataset
+from kalm_eval.data.miracl import LANGUAGES
 from kalm_eval.errors import DataError
 from kalm_eval.storage import read_json
 from kalm_eval.suite import expand_units, run_suite
 from kalm_eval.config import CONFIG_MODULE
+from tests.conftest import shared_dataset
 from tests.data.upstream_formats import write_lmeb_fixture
 from tests.report.conftest import write_record
 
@@ -86,3 +93,67 @@ def test_suite_end_to_end_bm25_on_lmeb_fixture(tmp_path, monkeypatch):
 def test_load_dataset_refuses_a_suite(tmp_path):
     with pytest.raises(DataError, match="is a suite"):
         load_dataset(OmegaConf.to_container(_compose("benchmark=beir").benchmark, resolve=True), tmp_path)
+
+
+# ---- exit status of a suite with failed units (the CLI) --------------------------------------------------------
+
+def _cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "kalm_eval", *overrides, f"cache_dir={tmp_path / 'cache'}",
+                           f"results_dir={tmp_path / 'results'}", "progress=false"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_suite_with_failed_units_writes_its_summary_then_exits_3(tmp_path):
+    """beir with 1 of 13 datasets present: the present one runs, the summary is written, exit status 3, one line."""
+    data = tmp_path / "data" / "beir"
+    data.mkdir(parents=True)
+    (data / "scifact").symlink_to(shared_dataset("beir", "scifact"))
+    done = _cli(tmp_path, "benchmark=beir", "retriever=bm25", f"data_dir={tmp_path / 'data'}")
+    assert done.returncode == 3, done.stderr[-3000:]
+    summary_path = Path(done.stdout.strip().splitlines()[-1])
+    summary = read_json(summary_path)
+    assert summary["units"]["beir/scifact"]["scores"]["first_stage"] == pytest.approx(0.6863, abs=0.002)  # reference-scores.md §1
+    assert len(summary["failures"]) == 12 and summary["complete"] is False
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("kalm-eval: error:")]
+    assert line.startswith("kalm-eval: error: suite beir: 12 of 13 unit(s) failed (first: beir/arguana: ")
+    assert line.endswith(f"the others ran, summary in {summary_path.with_name('summary.md')}")
+    assert "Traceback" not in done.stderr
+
+
+def test_suite_without_any_data_exits_3(tmp_path):
+    done = _cli(tmp_path, "benchmark=lmeb_dialogue", f"data_dir={tmp_path / 'nothing'}")
+    assert done.returncode == 3, done.stderr[-3000:]
+    summary = read_json(Path(done.stdout.strip().splitlines()[-1]))
+    assert len(summary["failures"]) == 42 and summary["missing_units"] == list(summary["units"])
+    assert [line for line in done.stderr.splitlines() if line.startswith("kalm-eval: error:")] == [
+        line for line in done.stderr.splitlines() if "suite lmeb_dialogue: 42 of 42 unit(s) failed" in line
+        and "; none ran, summary in " in line]
+    assert "Traceback" not in done.stderr
+
+
+def test_bm25_runs_on_every_miracl_language(tmp_path):
+    """The real MIRACL topics and qrels of all 18 languages (../shared/data) with a small corpus made of the first
+    queries' judged passages (text = the query): one suite run, every unit done, exit 0. 11 languages use no
+    stopword list (`stopwords: null`), ja/ko/zh/th no stemmer."""
+    topics = shared_dataset("miracl")
+    for language in LANGUAGES:
+        target = tmp_path / "data" / "miracl" / language
+        target.mkdir(parents=True)
+        for name in ("queries.jsonl.gz", "qrels"):
+            (target / name).symlink_to(topics / language / name)
+        queries = {}
+        with gzip.open(topics / language / "queries.jsonl.gz", "rt", encoding="utf-8") as fh:
+            for line, _ in zip(fh, range(5)):
+                row = json.loads(line)
+                queries[row["_id"]] = row["text"]
+        docs = [line.split("\t") for line in (topics / language / "qrels" / "dev.tsv").read_text().splitlines()[1:]]
+        with open(target / "corpus.jsonl", "w", encoding="utf-8") as fh:
+            for qid, doc_id, _grade in docs:
+                if qid in queries:
+                    fh.write(json.dumps({"_id": doc_id, "title": "", "text": queries[qid]}, ensure_ascii=False) + "\n")
+    done = _cli(tmp_path, "benchmark=miracl", "retriever=bm25", f"data_dir={tmp_path / 'data'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = read_json(Path(done.stdout.strip().splitlines()[-1]))
+    assert summary["complete"] and not summary["failures"]
+    assert all(summary["units"][f"miracl/{lang}"]["scores"]["first_stage"] > 0 for lang in LANGUAGES)

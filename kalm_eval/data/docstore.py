@@ -42,7 +42,7 @@ import numpy as np
 from kalm_eval.data.readers import BOM, current_notes, utf8_error
 from kalm_eval.errors import DataError
 from kalm_eval.records import Document
-from kalm_eval.storage import atomic_open, read_json, sha256_file, temp_sibling, write_json_atomic
+from kalm_eval.storage import atomic_open, read_json, sha256_file, temp_sibling, named_writes, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +296,10 @@ class DocStore:
                                     "sha256": digest.hexdigest()})
 
     def _build(self) -> None:
+        with named_writes(self.index_dir):  # no space / read-only: named by the index
+            self._build_once()
+
+    def _build_once(self) -> None:
         _remove_v1_index(self._root)
         for attempt in range(2):
             plain = self._plain_copy()

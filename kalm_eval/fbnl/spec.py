@@ -50,6 +50,10 @@ class ModelSpec:
             raise ConfigError(f"model.revision: the hub checkpoint {self.hf_id} needs a pinned revision (a commit "
                               "sha), so results name the exact weights")
 
+    def hub_source(self) -> tuple[str, str | None] | None:
+        """(hub id, revision) when the checkpoint comes from the hub; None for model.path or a synthetic model."""
+        return (self.hf_id, self.revision) if self.path is None and self.hf_id is not None else None
+
     @property
     def synthetic(self) -> bool:
         return self.path is None and self.hf_id is None

@@ -24,6 +24,16 @@ FORMATS = ("md", "csv", "tex")
 EXPORTS = ("mteb",)
 
 
+def existing_roots(value) -> list[str]:
+    """The `results=` directories as given (none: the defaults); a given one that does not exist is an error, not an
+    empty report."""
+    roots = as_paths(value)
+    absent = [p for p in roots if not Path(p).exists()]
+    if absent:
+        raise ValueError(f"results={absent[0]}: no such results directory")
+    return roots
+
+
 def as_paths(value) -> list[str]:
     if value is None:
         return []
@@ -65,7 +75,7 @@ def report(cfg: DictConfig):
     if bad:
         raise ValueError(f"formats must be among {', '.join(FORMATS)}; got {bad}")
     benchmark = load_cost_benchmark(cfg.cost_benchmark) if cfg.get("cost_benchmark") else None
-    return build_report(as_paths(cfg.results) or None, cfg.output_dir, paper_version=cfg.paper_version,
+    return build_report(existing_roots(cfg.results) or None, cfg.output_dir, paper_version=cfg.paper_version,
                         paper_dir=cfg.paper_dir, options=options, formats=formats, plots=bool(cfg.plots),
                         cost_benchmark=benchmark)
 
@@ -77,7 +87,7 @@ def export(cfg: DictConfig) -> None:
 
     if cfg.export not in EXPORTS:
         raise ValueError(f"export must be one of {', '.join(EXPORTS)}, got {cfg.export!r}")
-    roots = as_paths(cfg.results) or list(DEFAULT_ROOTS)
+    roots = existing_roots(cfg.results) or list(DEFAULT_ROOTS)
     result = export_mteb(discover(roots).records, cfg.output_dir)
     print(f"mteb export: {len(result.files) // 2} task file(s) -> {cfg.output_dir}")
     for path in result.files:

@@ -56,6 +56,10 @@ class BaselineModelSettings:
     device: str = knob("auto", logged=True, doc="auto | cpu | cuda | cuda:N | mps")
     max_length: int = knob(512, minimum=8, doc="token budget of one scored sequence (family-specific meaning)")
 
+    def hub_source(self) -> tuple[str, str | None] | None:
+        """(hub id, revision) when the checkpoint comes from the hub; None for model.path."""
+        return (self.hf_id, self.revision) if self.path is None and self.hf_id is not None else None
+
 
 def parse_settings(cls: type[S], model: Mapping[str, Any] | None, *, family: str) -> S:
     """Validate a model config for `family`: fp16 refused first, unknown keys and bad values named, source checked."""

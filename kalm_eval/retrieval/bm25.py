@@ -21,7 +21,7 @@ from kalm_eval.progress import progress_bar
 from kalm_eval.records import RankedList
 from kalm_eval.retrieval import bm25_index
 from kalm_eval.retrieval.runfile import rank
-from kalm_eval.storage import signature_of, temp_sibling
+from kalm_eval.storage import named_writes, signature_of, temp_sibling
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,8 @@ class BM25Settings:
     method: str = "lucene"
     k1: float = 1.5
     b: float = 0.75
-    stopwords: str = "en"
-    stemmer: str | None = "english"
+    stopwords: str | None = "en"  # a bm25s stopword list; None = no stopword removal (languages bm25s has none for)
+    stemmer: str | None = "english"  # a PyStemmer algorithm; None = no stemming
 
 
 class BM25Retriever:
@@ -117,9 +117,7 @@ class BM25Retriever:
 
     def _build(self, dataset: Dataset, key: dict[str, Any], target: Path) -> None:
         s = self.settings
-        target.parent.mkdir(parents=True, exist_ok=True)
         staged = temp_sibling(target, "build")
-        staged.mkdir()
         log.info("building bm25 index of %s (%d passages) in %s", dataset.name, len(dataset.corpus), target)
         if len(dataset.corpus) > LARGE_CORPUS:
             # Measured: 5M synthetic passages (2.9M terms) peak at 2.6 GB and ~11 CPU-minutes; the tokenizer's
@@ -127,12 +125,15 @@ class BM25Retriever:
             log.warning("bm25 over %d passages on one machine: expect hours of single-core tokenisation and several "
                         "GB of memory; %s", len(dataset.corpus), bm25_index.TREC_RUN_HINT)
         try:
-            stats = bm25_index.build_index(dataset.corpus, dataset.joiner, staged, method=s.method, k1=s.k1, b=s.b,
-                                           stopwords=s.stopwords, stemmer=s.stemmer, batch_size=self.batch_size,
-                                           progress=self.progress)
-            bm25_index.write_meta(staged, key, stats)
-            bm25_index.publish(staged, target,
-                               lambda t: bm25_index.check_index(t, key, len(dataset.corpus)) is None)
+            with named_writes(target):  # no space / read-only: one line naming the index; the staged build is removed
+                target.parent.mkdir(parents=True, exist_ok=True)
+                staged.mkdir()
+                stats = bm25_index.build_index(dataset.corpus, dataset.joiner, staged, method=s.method, k1=s.k1,
+                                               b=s.b, stopwords=s.stopwords, stemmer=s.stemmer,
+                                               batch_size=self.batch_size, progress=self.progress)
+                bm25_index.write_meta(staged, key, stats)
+                bm25_index.publish(staged, target,
+                                   lambda t: bm25_index.check_index(t, key, len(dataset.corpus)) is None)
             self.index_built = True
         finally:
             shutil.rmtree(staged, ignore_errors=True)

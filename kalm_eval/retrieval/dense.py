@@ -33,7 +33,8 @@ from kalm_eval.parallel import Workers
 from kalm_eval.progress import progress_bar
 from kalm_eval.records import RankedList
 from kalm_eval.retrieval.runfile import rank
-from kalm_eval.storage import atomic_open, canonical_json, read_json, sha256_file, signature_of, temp_sibling
+from kalm_eval.storage import (atomic_open, canonical_json, named_writes, read_json, sha256_file, signature_of,
+                               temp_sibling)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,12 @@ class DenseSettings:
     device: str = knob("auto", logged=True)
     # passages per embedding shard (a unit of work): part of the shard cache key only, the search is exact whatever it is
     shard_docs: int = knob(65536, minimum=1, logged=True)
+
+    def hub_source(self) -> tuple[str, str | None] | None:
+        """(hub id, revision) when the encoder comes from the hub; None for a local folder or random vectors."""
+        if self.model.startswith("random:") or Path(self.model).expanduser().is_dir():
+            return None
+        return self.model, self.revision
 
 
 class ShardDamaged(KalmEvalError):
@@ -372,10 +379,7 @@ class DenseRetriever:
             if len(bad):
                 raise ScoreError(f"dense: the encoder's embedding of query {ids[int(bad[0])]!r} is not "
                                  f"finite ({len(bad)} of {len(texts)} queries; a zero vector normalised?)")
-            tmp = temp_sibling(path)
-            with open(tmp, "wb") as fh:
-                np.save(fh, emb, allow_pickle=False)
-            _link_once(tmp, path)
+            _link_once(_written(path, lambda fh: np.save(fh, emb, allow_pickle=False)), path)
         try:
             emb = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as err:
@@ -643,9 +647,7 @@ def _link_once(tmp: Path, target: Path) -> None:
 def _write_once(target: Path, payload: bytes) -> None:
     if target.exists():
         return
-    tmp = temp_sibling(target)
-    tmp.write_bytes(payload)
-    _link_once(tmp, target)
+    _link_once(_written(target, lambda fh: fh.write(payload)), target)
 
 
 def _part_name(unit: int) -> str:
@@ -653,10 +655,20 @@ def _part_name(unit: int) -> str:
 
 
 def _save_npz_once(target: Path, **arrays: np.ndarray) -> None:
+    _link_once(_written(target, lambda fh: np.savez(fh, **arrays)), target)
+
+
+def _written(target: Path, write) -> Path:
+    """A temp sibling of `target` holding what `write(file)` wrote; on a failed write (no space ...) it is removed
+    and the error names `target` (kalm_eval.storage.named_writes)."""
     tmp = temp_sibling(target)
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    _link_once(tmp, target)
+    try:
+        with named_writes(target), open(tmp, "wb") as fh:
+            write(fh)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
 
 
 def _partial_ok(path: Path, n_queries: int) -> bool:

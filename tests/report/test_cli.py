@@ -94,3 +94,17 @@ def test_report_with_cost_benchmark_and_argument_errors(monkeypatch, tmp_path):
     assert run_inprocess(monkeypatch, report_main, *common, f"cost_benchmark={broken}") == 2
     assert run_inprocess(monkeypatch, report_main, *common, "export=parquet") == 2
     assert run_inprocess(monkeypatch, report_main, *common, "paper_row=No-Such-Row") == 2
+
+
+def test_report_of_a_directory_that_does_not_exist_is_an_error(monkeypatch, tmp_path, capsys):
+    """A mistyped `results=` is one line and exit 2 (as kalm-eval-compare), not an empty report; nothing written."""
+    write_record(tmp_path / "res/n", model="nano", ratio=4)
+    out = tmp_path / "rep"
+    missing = tmp_path / "reslts"
+    for results in (str(missing), f"[{tmp_path / 'res'},{missing}]"):
+        assert run_inprocess(monkeypatch, report_main, f"results={results}", f"output_dir={out}", "plots=false") == 2
+        assert run_inprocess(monkeypatch, report_main, f"results={results}", f"output_dir={out}", "export=mteb") == 2
+    printed = capsys.readouterr()
+    lines = [line for line in (printed.out + printed.err).splitlines() if line.strip()]
+    assert lines and all(line.endswith(f"results={missing}: no such results directory") for line in lines), lines
+    assert not out.exists()
