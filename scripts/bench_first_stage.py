@@ -180,7 +180,8 @@ def phase_dense_check(args) -> dict:
     such swaps are counted separately, and any other difference is a failure."""
     import numpy as np
 
-    from kalm_eval.retrieval.dense import DenseRetriever, DenseSettings, RandomEncoder
+    from kalm_eval.retrieval.dense import DenseRetriever, DenseSettings
+    from kalm_eval.retrieval.dense_encoders import RandomEncoder
     from kalm_eval.retrieval.runfile import iter_trec
 
     monitor = Monitor()

@@ -10,19 +10,21 @@ Search is shard by shard too: for every query block, the shard is multiplied in 
 *with ties* is kept (every passage scoring at least the k-th best score), written per shard as a small "partial"
 (`search/<query key>/part-<u>.npz`); the merge folds the partials into a running top-k with the same rule. Keeping
 the ties makes the result equal to a brute-force ranking under the run file's rule (score desc, then doc id desc),
-whatever the shard size. LMEB scene queries score only their candidates, reading those rows by position."""
+whatever the shard size. LMEB scene queries score only their candidates, reading those rows by position.
+
+This module is the retriever (settings, encode shards, search, merge); the encoders are in dense_encoders.py, the
+shards on disk in dense_shards.py, the running top-k in topk.py."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -32,14 +34,16 @@ from kalm_eval.knobs import knob
 from kalm_eval.parallel import Workers
 from kalm_eval.progress import progress_bar
 from kalm_eval.records import RankedList
+from kalm_eval.retrieval.dense_encoders import Encoder, make_encoder
+from kalm_eval.retrieval.dense_shards import (STORE_DTYPES, ShardDamaged, ShardStore, link_once, part_name, partial_ok,
+                                              resolve_store_dtype, save_npz_once, write_once, written)
 from kalm_eval.retrieval.runfile import rank
-from kalm_eval.storage import (atomic_open, canonical_json, named_writes, read_json, sha256_file, signature_of,
-                               temp_sibling)
+from kalm_eval.retrieval.topk import TopK
+from kalm_eval.storage import canonical_json, signature_of
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1  # of the shard / partial files; part of every cache key
-STORE_DTYPES = ("auto", "float16", "bfloat16", "float32")
 SEARCH_CHUNK = 16384  # corpus rows per float32 matmul
 QUERY_BLOCK = 1024  # queries per matmul
 
@@ -71,124 +75,9 @@ class DenseSettings:
         return self.model, self.revision
 
 
-class ShardDamaged(KalmEvalError):
-    """An embedding shard failed its checksum or shape check (it has been removed)."""
-
-
 class UnitsPending(KalmEvalError):
     """This worker finished its share, but other workers' units are still missing (job arrays have no barrier):
     the worker that finds every unit present builds the run."""
-
-
-class Encoder(Protocol):
-    dim: int
-
-    def identity(self) -> dict[str, Any]: ...
-
-    def encode_passages(self, texts: Sequence[str]) -> np.ndarray: ...
-
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-class SentenceTransformerEncoder:
-    def __init__(self, settings: DenseSettings, device: str):
-        self.settings = settings
-        self.device = device
-        self._model = None
-
-    @property
-    def model(self):
-        if self._model is None:
-            import torch
-            from sentence_transformers import SentenceTransformer
-
-            s = self.settings
-            revision = None if Path(s.model).is_dir() else s.revision  # a local dir has no revisions
-            self._model = SentenceTransformer(s.model, revision=revision, device=self.device,
-                                              model_kwargs={"dtype": getattr(torch, s.dtype)})
-            if s.max_seq_length:
-                self._model.max_seq_length = s.max_seq_length
-        return self._model
-
-    @property
-    def dim(self) -> int:
-        model = self.model
-        getter = getattr(model, "get_embedding_dimension", None) or getattr(model, "get_sentence_embedding_dimension", None)
-        if getter is not None and getter() is not None:
-            return int(getter())
-        return int(self._encode(["dimension probe"], progress=False).shape[1])
-
-    def identity(self) -> dict[str, Any]:
-        s = self.settings
-        local = Path(s.model)
-        weights = None
-        if local.is_dir():
-            files = sorted(local.glob("*.safetensors")) or sorted(local.glob("*.bin"))
-            weights = {f.name: sha256_file(f) for f in files}
-        return {"model": s.model if not local.is_dir() else str(local.resolve()),
-                "revision": None if local.is_dir() else s.revision,
-                "weights_sha256": weights}
-
-    def _encode(self, texts: Sequence[str], progress: bool) -> np.ndarray:
-        emb = self.model.encode(list(texts), batch_size=self.settings.batch_size, convert_to_tensor=True,
-                                normalize_embeddings=self.settings.normalize, show_progress_bar=progress)
-        return emb.float().cpu().numpy()
-
-    def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(texts, progress=False)
-
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(texts, progress=False)
-
-
-class RandomEncoder:
-    """Deterministic random unit vectors keyed by the text: the shard/search path at any scale without a model."""
-
-    def __init__(self, dim: int, seed: int = 0, normalize: bool = True):
-        if dim < 1:
-            raise ConfigError(f"retriever.model=random:<dim> needs dim >= 1, got {dim}")
-        self.dim = dim
-        self.seed = seed
-        self.normalize = normalize
-
-    def identity(self) -> dict[str, Any]:
-        return {"model": f"random:{self.dim}", "seed": self.seed, "note": "random vectors, for benchmarks only"}
-
-    def _encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Uniform(-1, 1) components from a vectorised splitmix64 of (blake2b(text), component index): ~1 us a text."""
-        key = self.seed.to_bytes(8, "little")
-        seeds = np.fromiter((int.from_bytes(hashlib.blake2b(t.encode("utf-8"), digest_size=8, key=key).digest(), "little")
-                             for t in texts), dtype=np.uint64, count=len(texts))
-        z = seeds[:, None] + np.arange(1, self.dim + 1, dtype=np.uint64)[None, :] * np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z ^= z >> np.uint64(31)
-        out = ((z >> np.uint64(40)).astype(np.float32) / np.float32(1 << 23) - np.float32(1.0)).reshape(len(texts), self.dim)
-        if self.normalize and len(out):
-            out /= np.linalg.norm(out, axis=1, keepdims=True)
-        return out
-
-    def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(texts)
-
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(texts)
-
-
-def resolve_store_dtype(settings: DenseSettings) -> str:
-    if settings.store_dtype != "auto":
-        return settings.store_dtype
-    return settings.dtype if settings.dtype in ("float16", "bfloat16") else "float32"
-
-
-def make_encoder(settings: DenseSettings, device: str) -> Encoder:
-    if settings.model.startswith("random:"):
-        try:
-            dim = int(settings.model.split(":", 1)[1])
-        except ValueError:
-            raise ConfigError(f"retriever.model={settings.model!r}: expected random:<dim>") from None
-        return RandomEncoder(dim, normalize=settings.normalize)
-    return SentenceTransformerEncoder(settings, device)
 
 
 class DenseRetriever:
@@ -306,7 +195,7 @@ class DenseRetriever:
         units = list(range(store.units))
 
         def unit_done(unit: int) -> bool:
-            return store.has(unit) and (not n_free or _partial_ok(search / _part_name(unit), n_free))
+            return store.has(unit) and (not n_free or partial_ok(search / part_name(unit), n_free))
 
         missing = [u for u in units if not unit_done(u)]
         if missing:
@@ -351,9 +240,9 @@ class DenseRetriever:
             for unit in mine:
                 if not store.has(unit):
                     self._encode_unit(dataset, store, unit, encode_bar)
-                if n_free and not _partial_ok(search / _part_name(unit), n_free):
+                if n_free and not partial_ok(search / part_name(unit), n_free):
                     self._search_unit(self._verified_shard(dataset, store, unit), store, unit, free_emb, k,
-                                      search / _part_name(unit))
+                                      search / part_name(unit))
                 search_bar.update(1)
         finally:
             encode_bar.close()
@@ -367,7 +256,7 @@ class DenseRetriever:
                "queries": hashlib.sha256(canonical_json([queries, free_rows]).encode("utf-8")).hexdigest()}
         path = store.root / "search" / signature_of(key)[:16]
         path.mkdir(parents=True, exist_ok=True)
-        _write_once(path / "key.json", (json.dumps(key, indent=2) + "\n").encode("utf-8"))
+        write_once(path / "key.json", (json.dumps(key, indent=2) + "\n").encode("utf-8"))
         return path
 
     def _query_embeddings(self, search: Path, texts: list[str], ids: list[str]) -> np.ndarray:
@@ -379,7 +268,7 @@ class DenseRetriever:
             if len(bad):
                 raise ScoreError(f"dense: the encoder's embedding of query {ids[int(bad[0])]!r} is not "
                                  f"finite ({len(bad)} of {len(texts)} queries; a zero vector normalised?)")
-            _link_once(_written(path, lambda fh: np.save(fh, emb, allow_pickle=False)), path)
+            link_once(written(path, lambda fh: np.save(fh, emb, allow_pickle=False)), path)
         try:
             emb = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as err:
@@ -409,8 +298,8 @@ class DenseRetriever:
                 counts.append(len(row_positions))
                 positions.append(row_positions)
                 scores.append(row_scores)
-        out.unlink(missing_ok=True)  # a damaged partial (it failed _partial_ok)
-        _save_npz_once(out, counts=np.asarray(counts, np.int64),
+        out.unlink(missing_ok=True)  # a damaged partial (it failed partial_ok)
+        save_npz_once(out, counts=np.asarray(counts, np.int64),
                        positions=np.concatenate(positions) if positions else np.zeros(0, np.int64),
                        scores=np.concatenate(scores) if scores else np.zeros(0, np.float32))
 
@@ -421,7 +310,7 @@ class DenseRetriever:
         device = torch.device("cpu")  # k-sized rows: no need for an accelerator
         best = TopK(n_queries, k, device)
         for unit in range(store.units):
-            with np.load(search / _part_name(unit), allow_pickle=False) as part:
+            with np.load(search / part_name(unit), allow_pickle=False) as part:
                 counts, positions, scores = part["counts"], part["positions"], part["scores"]
             width = max(int(counts.max(initial=0)), 1)
             vals = torch.full((n_queries, width), float("-inf"))
@@ -445,239 +334,3 @@ class _SearchPlan:
     free_rows: np.ndarray
     query_emb: np.ndarray
     k: int
-
-
-class TopK:
-    """A running exact top-k per query that keeps ties: after any sequence of adds, each row holds every candidate
-    whose score is >= the row's k-th best score so far (padded with -inf / position -1)."""
-
-    def __init__(self, n_rows: int, k: int, device):
-        import torch
-
-        self.k = k
-        self.values = torch.full((n_rows, 0), float("-inf"), device=device)
-        self.positions = torch.full((n_rows, 0), -1, dtype=torch.int64, device=device)
-
-    def add_scores(self, scores, offset: int) -> None:
-        """Add a block of scores (rows x columns) for corpus positions offset .. offset+columns-1."""
-        import torch
-
-        width = min(self.k, scores.shape[1])
-        top = torch.topk(scores, width, dim=1)
-        if width == scores.shape[1]:
-            values, columns = top.values, top.indices
-        else:
-            kth = top.values[:, -1:]
-            tied = int((scores >= kth).sum(dim=1).max())
-            if tied > width:  # some row has ties at its k-th score that topk cut: take them all
-                top = torch.topk(scores, tied, dim=1)
-            values, columns = top.values, top.indices
-        self.merge(values, columns + offset)
-
-    def merge(self, values, positions) -> None:
-        import torch
-
-        values = torch.cat([self.values, values], dim=1)
-        positions = torch.cat([self.positions, positions], dim=1)
-        values = torch.where(positions >= 0, values, torch.full_like(values, float("-inf")))
-        if values.shape[1] > self.k:
-            kth = torch.topk(values, self.k, dim=1).values[:, -1:]
-            keep = (values >= kth) & (positions >= 0)
-            width = int(keep.sum(dim=1).max())
-            order = torch.sort(values, dim=1, descending=True, stable=True).indices[:, :width]
-            values = torch.gather(values, 1, order)
-            positions = torch.gather(positions, 1, order)
-            dropped = ~torch.gather(keep, 1, order)
-            values = values.masked_fill(dropped, float("-inf"))
-            positions = positions.masked_fill(dropped, -1)
-        self.values, self.positions = values, positions
-
-    def rows(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(scores, positions) of each row's kept candidates."""
-        values = self.values.cpu().numpy()
-        positions = self.positions.cpu().numpy()
-        for row_values, row_positions in zip(values, positions):
-            keep = row_positions >= 0
-            yield row_values[keep].astype(np.float32), row_positions[keep].astype(np.int64)
-
-
-class ShardStore:
-    """Embedding shards of one corpus under one key: shard-<u>.npy + shard-<u>.json (range, shape, sha256)."""
-
-    def __init__(self, root: Path, key: dict[str, Any], docs: int, shard_docs: int, store_dtype: str):
-        self.root = root
-        self.key = key
-        self.docs = docs
-        self.shard_docs = shard_docs
-        self.store_dtype = store_dtype
-        self.units = (docs + shard_docs - 1) // shard_docs
-        self._verified: set[int] = set()
-
-    def bounds(self, unit: int) -> tuple[int, int]:
-        return unit * self.shard_docs, min(self.docs, (unit + 1) * self.shard_docs)
-
-    def path(self, unit: int) -> Path:
-        return self.root / f"shard-{unit:06d}.npy"
-
-    def write_key(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        _write_once(self.root / "key.json", (json.dumps(self.key, indent=2, default=str) + "\n").encode("utf-8"))
-
-    # storage dtype <-> float32
-    def to_storage(self, emb: np.ndarray, ids: Sequence[str] | None = None) -> np.ndarray:
-        """float32 embeddings in the storage dtype; ScoreError naming the first passage whose vector is not finite
-        (a zero vector normalised gives NaN) or overflows the storage dtype (float16 above 65504)."""
-        emb = np.asarray(emb, dtype=np.float32)
-        self._check_finite(emb, ids, "is not finite (a zero vector normalised?)")
-        if self.store_dtype == "bfloat16":
-            import torch
-
-            return torch.from_numpy(np.ascontiguousarray(emb)).to(torch.bfloat16).view(torch.int16).numpy()
-        with np.errstate(over="ignore"):  # checked right below, naming the passage
-            stored = emb.astype(self.store_dtype)
-        self._check_finite(stored, ids, f"overflows {self.store_dtype} storage (retriever.store_dtype=float32)")
-        return stored
-
-    def _check_finite(self, emb: np.ndarray, ids: Sequence[str] | None, what: str) -> None:
-        finite = np.isfinite(emb).all(axis=1) if emb.ndim == 2 else np.isfinite(emb).all(keepdims=True)
-        if not finite.all():
-            bad = np.flatnonzero(~finite)
-            name = repr(ids[int(bad[0])]) if ids is not None and emb.ndim == 2 else "?"
-            raise ScoreError(f"{self.root}: the encoder's embedding of passage {name} {what}; {len(bad)} of "
-                             f"{len(finite)} in this batch")
-
-    def to_float32(self, stored: np.ndarray):
-        import torch
-
-        array = np.array(stored, copy=True)  # a private copy: mmap'd pages are read-only
-        if self.store_dtype == "bfloat16":
-            return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16).float()
-        return torch.from_numpy(array).float()
-
-    def _npy_dtype(self) -> np.dtype:
-        return np.dtype(np.int16 if self.store_dtype == "bfloat16" else self.store_dtype)
-
-    def save(self, unit: int, embeddings: np.ndarray, *, first_id: str, last_id: str) -> None:
-        start, stop = self.bounds(unit)
-        if embeddings.shape[0] != stop - start or embeddings.dtype != self._npy_dtype():
-            raise KalmEvalError(f"{self.path(unit)}: {embeddings.shape} {embeddings.dtype} for {stop - start} passages")
-        with atomic_open(self.path(unit), "wb", compress=False) as fh:
-            np.save(fh, embeddings, allow_pickle=False)
-        self._write_sidecar(unit, embeddings.shape, first_id, last_id)
-
-    def _write_sidecar(self, unit: int, shape, first_id: str, last_id: str) -> None:
-        start, stop = self.bounds(unit)
-        path = self.path(unit)
-        sidecar = {"key": signature_of(self.key), "unit": unit, "start": start, "stop": stop, "shape": list(shape),
-                   "store_dtype": self.store_dtype, "bytes": path.stat().st_size, "sha256": sha256_file(path),
-                   "first_id": first_id, "last_id": last_id}
-        with atomic_open(path.with_suffix(".json")) as fh:
-            fh.write(json.dumps(sidecar, indent=2) + "\n")
-
-    def has(self, unit: int) -> bool:
-        """The shard is complete: its sidecar matches the key, range and file size (a kill -9 between the shard
-        and its sidecar leaves a complete .npy without one, which counts as absent and is recomputed)."""
-        path = self.path(unit)
-        try:
-            meta = read_json(path.with_suffix(".json"))
-            start, stop = self.bounds(unit)
-            return (meta.get("key") == signature_of(self.key) and meta.get("start") == start
-                    and meta.get("stop") == stop and meta.get("bytes") == path.stat().st_size
-                    and meta.get("store_dtype") == self.store_dtype)
-        except (OSError, ValueError, AttributeError):
-            return False
-
-    def load(self, unit: int, *, verify: bool = False) -> np.ndarray:
-        """The shard memory-mapped; `verify` checks its sha256 (once per process)."""
-        path = self.path(unit)
-        meta = read_json(path.with_suffix(".json"))
-        if verify and unit not in self._verified:
-            if sha256_file(path) != meta["sha256"]:
-                self.discard(unit, "does not match its sha256")
-                raise ShardDamaged(f"{path}: embedding shard damaged (sha256 mismatch); removed, run again to "
-                                    "recompute it")
-            self._verified.add(unit)
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-        start, stop = self.bounds(unit)
-        if array.shape[0] != stop - start or list(array.shape) != meta["shape"] or array.dtype != self._npy_dtype():
-            self.discard(unit, f"has shape {array.shape} {array.dtype}")
-            raise ShardDamaged(f"{path}: embedding shard has the wrong shape; removed, run again to recompute it")
-        return array
-
-    def discard(self, unit: int, reason: str) -> None:
-        log.warning("embedding shard %s %s; removing it", self.path(unit), reason)
-        self.path(unit).with_suffix(".json").unlink(missing_ok=True)
-        self.path(unit).unlink(missing_ok=True)
-
-    def rows(self, positions: np.ndarray) -> np.ndarray:
-        """float32 embeddings of arbitrary corpus positions (read by position from the memory-mapped shards)."""
-        positions = np.asarray(positions, dtype=np.int64)
-        out = np.zeros((len(positions), 0), np.float32)
-        if not len(positions):
-            return out
-        units = positions // self.shard_docs
-        parts: dict[int, np.ndarray] = {}
-        for unit in np.unique(units).tolist():
-            shard = self.load(int(unit))
-            local = positions[units == unit] - unit * self.shard_docs
-            parts[unit] = self.to_float32(shard[local]).numpy()
-        dim = next(iter(parts.values())).shape[1]
-        out = np.empty((len(positions), dim), np.float32)
-        for unit, values in parts.items():
-            out[units == unit] = values
-        return out
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Files written once: the first writer wins (hard link onto the final name), so every worker and every resumed
-# run reads the same bytes even when two computed the same unit.
-
-
-def _link_once(tmp: Path, target: Path) -> None:
-    try:
-        os.link(tmp, target)
-    except FileExistsError:
-        pass
-    except OSError:  # a filesystem without hard links: last writer wins, still atomic
-        os.replace(tmp, target)
-        return
-    tmp.unlink(missing_ok=True)
-
-
-def _write_once(target: Path, payload: bytes) -> None:
-    if target.exists():
-        return
-    _link_once(_written(target, lambda fh: fh.write(payload)), target)
-
-
-def _part_name(unit: int) -> str:
-    return f"part-{unit:06d}.npz"
-
-
-def _save_npz_once(target: Path, **arrays: np.ndarray) -> None:
-    _link_once(_written(target, lambda fh: np.savez(fh, **arrays)), target)
-
-
-def _written(target: Path, write) -> Path:
-    """A temp sibling of `target` holding what `write(file)` wrote; on a failed write (no space ...) it is removed
-    and the error names `target` (kalm_eval.storage.named_writes)."""
-    tmp = temp_sibling(target)
-    try:
-        with named_writes(target), open(tmp, "wb") as fh:
-            write(fh)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def _partial_ok(path: Path, n_queries: int) -> bool:
-    try:
-        with np.load(path, allow_pickle=False) as part:
-            counts = part["counts"]
-            return (counts.shape == (n_queries,) and int(counts.sum()) == part["positions"].shape[0]
-                    == part["scores"].shape[0])
-    except (OSError, ValueError, KeyError, EOFError):
-        return False
-    except Exception:  # zipfile.BadZipFile and friends: a damaged partial is simply recomputed
-        return False

@@ -11,7 +11,9 @@ import pytest
 from kalm_eval.parallel import Workers
 from kalm_eval.records import Candidate, RankedList
 from kalm_eval.retrieval import dense
-from kalm_eval.retrieval.dense import DenseRetriever, DenseSettings, RandomEncoder, UnitsPending
+from kalm_eval.retrieval.dense import DenseRetriever, DenseSettings, UnitsPending
+from kalm_eval.retrieval.dense_encoders import RandomEncoder
+from kalm_eval.retrieval.topk import TopK
 from tests.retrieval.synthetic import make_dataset
 
 
@@ -87,7 +89,7 @@ def test_topk_keeps_every_tie_at_the_cut():
     import torch
 
     scores = torch.tensor([[3.0, 1.0, 3.0, 3.0, 0.0, 3.0, 2.0], [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]])
-    best = dense.TopK(2, 2, torch.device("cpu"))
+    best = TopK(2, 2, torch.device("cpu"))
     best.add_scores(scores[:, :4], 0)  # topk(2) of the first row's chunk would cut one of its three 3.0s
     best.add_scores(scores[:, 4:], 4)
     (values, positions), (values2, positions2) = best.rows()
@@ -127,7 +129,7 @@ def test_shard_without_sidecar_or_damaged_is_recomputed(tmp_path, cache_dir, cap
     for part in store.root.glob("search/*/part-000003.npz"):
         part.unlink()  # so shard 3 is read again
     again = DenseRetriever(SETTINGS, cache_dir=cache_dir, encoder=IntEncoder())
-    with caplog.at_level(logging.WARNING, logger="kalm_eval.retrieval.dense"):
+    with caplog.at_level(logging.WARNING, logger="kalm_eval.retrieval"):
         assert list(again.retrieve(dataset, depth=5)) == runs
     assert sorted(again.encoded_units) == [1, 3]
     assert str(garbled) in caplog.text
