@@ -14,7 +14,8 @@ from typing import Any
 from kalm_eval.registry import Registry
 from kalm_eval.retrieval.base import CorpusSideRetriever, Retriever
 from kalm_eval.retrieval.bm25 import BM25Retriever, BM25Settings
-from kalm_eval.retrieval.dense import DenseRetriever, DenseSettings
+from kalm_eval.retrieval.dense import DenseRetriever
+from kalm_eval.retrieval.dense_settings import DenseSettings
 from kalm_eval.retrieval.mteb_predictions import MtebPredictionsRetriever, MtebPredictionsSettings
 from kalm_eval.retrieval.top_ranked import TopRankedRetriever, TopRankedSettings
 from kalm_eval.retrieval.trec_run import TrecRunRetriever, TrecRunSettings

@@ -30,12 +30,12 @@ import numpy as np
 
 from kalm_eval.data import Dataset
 from kalm_eval.errors import ConfigError, KalmEvalError, ScoreError
-from kalm_eval.knobs import knob
 from kalm_eval.parallel import Workers
 from kalm_eval.progress import progress_bar
 from kalm_eval.records import RankedList
 from kalm_eval.retrieval.dense_encoders import Encoder, make_encoder
-from kalm_eval.retrieval.dense_shards import (STORE_DTYPES, ShardDamaged, ShardStore, link_once, part_name, partial_ok,
+from kalm_eval.retrieval.dense_settings import STORE_DTYPES, DenseSettings
+from kalm_eval.retrieval.dense_shards import (ShardDamaged, ShardStore, link_once, part_name, partial_ok,
                                               resolve_store_dtype, save_npz_once, write_once, written)
 from kalm_eval.retrieval.runfile import rank
 from kalm_eval.retrieval.topk import TopK
@@ -46,33 +46,6 @@ log = logging.getLogger(__name__)
 FORMAT = 1  # of the shard / partial files; part of every cache key
 SEARCH_CHUNK = 16384  # corpus rows per float32 matmul
 QUERY_BLOCK = 1024  # queries per matmul
-
-
-@dataclass(frozen=True)
-class DenseSettings:
-    model: str  # HF id or local dir; "random:<dim>" = deterministic random vectors (benchmarks of the search path)
-    revision: str | None = None
-    max_seq_length: int | None = 256
-    # How a query is presented to the encoder; KaLM-Embedding-V2.5 uses "Instruct: {instruction}\nQuery:{query}".
-    query_template: str = "{query}"
-    instruction: str = ""
-    normalize: bool = True
-    dtype: str = "float32"
-    # Corpus embeddings on disk: "auto" = the model's dtype (lossless: bfloat16 shards for the paper's bfloat16
-    # KaLM-Embedding, float32 for float32 models), or float16 / bfloat16 / float32 (float16 halves a float32
-    # model's shards and moves scores by ~1e-4). Keyed.
-    store_dtype: str = knob("auto", choices=STORE_DTYPES)
-    # Logged, not keyed: they don't change the numbers.
-    batch_size: int = knob(64, minimum=1, logged=True)
-    device: str = knob("auto", logged=True)
-    # passages per embedding shard (a unit of work): part of the shard cache key only, the search is exact whatever it is
-    shard_docs: int = knob(65536, minimum=1, logged=True)
-
-    def hub_source(self) -> tuple[str, str | None] | None:
-        """(hub id, revision) when the encoder comes from the hub; None for a local folder or random vectors."""
-        if self.model.startswith("random:") or Path(self.model).expanduser().is_dir():
-            return None
-        return self.model, self.revision
 
 
 class UnitsPending(KalmEvalError):

@@ -6,15 +6,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from kalm_eval.errors import ConfigError
+from kalm_eval.retrieval.dense_settings import DenseSettings
 from kalm_eval.storage import sha256_file
-
-if TYPE_CHECKING:
-    from kalm_eval.retrieval.dense import DenseSettings
 
 
 class Encoder(Protocol):

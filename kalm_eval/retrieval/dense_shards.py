@@ -8,20 +8,15 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from kalm_eval.errors import KalmEvalError, ScoreError
+from kalm_eval.retrieval.dense_settings import DenseSettings
 from kalm_eval.storage import atomic_open, named_writes, read_json, sha256_file, signature_of, temp_sibling
 
-if TYPE_CHECKING:
-    from kalm_eval.retrieval.dense import DenseSettings
-
 log = logging.getLogger(__name__)
-
-STORE_DTYPES = ("auto", "float16", "bfloat16", "float32")
-
 
 class ShardDamaged(KalmEvalError):
     """An embedding shard failed its checksum or shape check (it has been removed)."""
