@@ -16,6 +16,10 @@ class DataError(KalmEvalError, ValueError):
     """Bad or missing input data; the message names the file (and line, where there is one)."""
 
 
+class GenerationMismatch(KalmEvalError, ValueError):
+    """A result would be compared with a published row measured on another checkpoint generation (r1 vs r2)."""
+
+
 class ResultError(KalmEvalError, ValueError):
     """A result directory that is unreadable, incomplete or of an unknown schema; the message names the file."""
 
