@@ -3,7 +3,7 @@
     kalm-eval-report  [results=DIR|[DIR,...]] [output_dir=DIR] [paper_version=v1] [paper_row=...] [compare_to=dataset|average]
                       [cost_benchmark=FILE.json] [export=mteb]
     kalm-eval-compare baseline=DIR candidate=DIR [margin=0.01] [alpha=0.05] [test=randomization|bootstrap]
-                      [n_resamples=10000] [seed=0] [allow_protocol_diff=[reranker.compression]]
+                      [n_resamples=10000] [seed=0] [allow_protocol_diff=[reranker.compression]] [drilldown=10]
 
 `python -m kalm_eval.report report ...` / `python -m kalm_eval.report compare ...` are the same."""
 
@@ -101,7 +101,7 @@ def compare_main(cfg: DictConfig) -> None:
         options = CompareOptions(margin=float(cfg.margin), alpha=float(cfg.alpha), test=str(cfg.test),
                                  n_resamples=int(cfg.n_resamples), seed=int(cfg.seed), measure=str(cfg.measure),
                                  stage=str(cfg.stage), allow_protocol_diff=tuple(as_paths(cfg.allow_protocol_diff)),
-                                 require_all=bool(cfg.get("require_all", False)))
+                                 require_all=bool(cfg.get("require_all", False)), drilldown=cfg.get("drilldown", 10))
     except ValueError as err:
         log.error("%s", err)
         sys.exit(REFUSED)

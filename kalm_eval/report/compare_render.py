@@ -1,4 +1,5 @@
-"""The regression gate's outputs: compare.md (pandas Markdown table), the console text and compare.json."""
+"""The regression gate's outputs: compare.md (pandas Markdown table + the per-query drill-down), the console text and
+compare.json (compare.html: report/html.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from kalm_eval.report import labels
+from kalm_eval.report import drilldown, labels
 from kalm_eval.report.compare import CompareResult
 from kalm_eval.result import ResultRecord
 
@@ -34,6 +35,7 @@ def model_description(record: ResultRecord) -> str:
     if model is None:
         return f"{labels.first_stage_label(record)} (first stage)"
     shown = model.label + (f" [{model.checkpoint}]" if model.checkpoint and model.checkpoint != model.label else "")
+    shown += f" generation {model.generation}" if model.generation else ""
     return shown + (f" {model.dtype}" if model.dtype else "")
 
 
@@ -54,6 +56,14 @@ def to_markdown(result: CompareResult, baseline_roots: list[str], candidate_root
         lines += [f"- {r.dataset}: baseline {model_description(r.baseline)} ({r.baseline.path}); "
                   f"candidate {model_description(r.candidate)} ({r.candidate.path})" for r in result.rows]
         lines.append("")
+    if result.drilldowns:
+        lines += ["## Per-query drill-down", "",
+                  f"Wins / ties / losses: queries where the candidate's {o.measure} is higher / equal / lower. "
+                  f"Then the {o.drilldown} queries with the largest loss and gain: the query text, each relevant "
+                  "document's rank in the baseline run → in the candidate run (— = not in the run), and the top "
+                  "passages of each run (id and first words).", ""]
+        for d in result.drilldowns:
+            lines += drilldown.to_markdown(d, o.measure)
     if result.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in result.warnings] + [""]
     return "\n".join(lines)
@@ -63,6 +73,10 @@ def to_console(result: CompareResult) -> str:
     out = [f"regression gate: {result.verdict}"] + [f"REFUSED  {reason}" for reason in result.refused]
     if result.rows:
         out.append(result_frame(result).to_string(index=False))
+    for d in result.drilldowns:
+        worst = d.losses_top[0] if d.losses_top else None
+        out.append(f"{d.label}: {d.wins} wins / {d.ties} ties / {d.losses} losses"
+                   + (f"; largest loss {worst.query_id} Δ {worst.delta:+.4f}" if worst else ""))
     return "\n".join(out + [f"warning: {w}" for w in result.warnings])
 
 
@@ -74,4 +88,5 @@ def to_json(result: CompareResult) -> dict[str, Any]:
                  "regression": r.regression, "baseline_record": str(r.baseline.path),
                  "candidate_record": str(r.candidate.path)} for r in result.rows]
     return {"verdict": result.verdict, "exit_code": result.exit_code, "options": options, "refused": result.refused,
-            "warnings": result.warnings, "datasets": datasets, "averages": [asdict(a) for a in result.averages]}
+            "warnings": result.warnings, "datasets": datasets, "averages": [asdict(a) for a in result.averages],
+            "drilldown": [drilldown.to_dict(d) for d in result.drilldowns]}
