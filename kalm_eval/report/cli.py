@@ -89,7 +89,7 @@ def export(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path=CONF, config_name="compare")
 def compare_main(cfg: DictConfig) -> None:
     from kalm_eval.report.compare import REFUSED, CompareOptions, compare_records
-    from kalm_eval.report.compare_render import to_console, to_json, to_markdown
+    from kalm_eval.report.compare_render import to_console, to_html, to_json, to_markdown
     from kalm_eval.result import discover
 
     missing = [k for k in ("baseline", "candidate") if OmegaConf.is_missing(cfg, k) or not cfg[k]]
@@ -116,9 +116,11 @@ def compare_main(cfg: DictConfig) -> None:
         out_dir = Path(cfg.output_dir)
         with atomic_open(out_dir / "compare.md") as fh:
             fh.write(to_markdown(result, baseline_roots, candidate_roots))
+        with atomic_open(out_dir / "compare.html") as fh:
+            fh.write(to_html(result, baseline_roots, candidate_roots))
         write_json_atomic(out_dir / "compare.json", {**to_json(result), "baseline": baseline_roots,
                                                      "candidate": candidate_roots})
-        print(f"-> {out_dir / 'compare.md'}")
+        print(f"-> {out_dir / 'compare.md'} (+ compare.json, compare.html)")
     sys.exit(result.exit_code)
 
 
