@@ -108,7 +108,7 @@ class DatasetTexts:
             return cls(error=f"{record.path}: no benchmark config in its provenance")
         from kalm_eval.data.loaders import load_dataset
 
-        cache = Path(config["cache_dir"]) if config.get("cache_dir") else Path(tempfile.mkdtemp(prefix="kalm-eval-"))
+        cache = Path(config["cache_dir"]) if config.get("cache_dir") else Path(tempfile.gettempdir()) / "kalm-eval-cache"
         try:
             return cls(load_dataset(dict(benchmark), cache))
         except (KalmEvalError, OSError, KeyError, ValueError) as err:

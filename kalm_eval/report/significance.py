@@ -12,10 +12,12 @@ import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from kalm_eval.errors import KalmEvalError
 from kalm_eval.report import stats
 from kalm_eval.report.aggregate import RERANKED, is_missing
 from kalm_eval.report.compare import CompareOptions
@@ -37,12 +39,20 @@ class Difference:
         return not math.isnan(self.p_holm) and self.p_holm < GATE.alpha
 
 
-@lru_cache(maxsize=4096)
 def per_query(path: str, measure: str) -> dict[str, float]:
-    """Per-query values of the reranked stage of one record (empty when it stores none)."""
+    """Per-query values of the reranked stage of one record (empty when it stores none or cannot be read)."""
+    try:
+        stamp = (Path(path) / "metrics.json").stat().st_mtime_ns
+    except OSError:
+        return {}
+    return _per_query(str(path), stamp, measure)
+
+
+@lru_cache(maxsize=4096)
+def _per_query(path: str, stamp: int, measure: str) -> dict[str, float]:
     try:
         return ResultRecord.load(path).per_query(RERANKED, measure)
-    except Exception:  # an unreadable record only costs its test, never the table
+    except (KalmEvalError, OSError, ValueError):  # an unreadable record only costs its test, never the table
         return {}
 
 
