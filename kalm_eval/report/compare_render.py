@@ -59,12 +59,12 @@ def to_markdown(result: CompareResult, baseline_roots: list[str], candidate_root
         lines.append("")
     if result.drilldowns:
         lines += ["## Per-query drill-down", "",
-                  f"Wins / ties / losses: queries where the candidate's {o.measure} is higher / equal / lower. "
-                  f"Then the {o.drilldown} queries with the largest loss and gain: the query text, each relevant "
-                  "document's rank in the baseline run → in the candidate run (— = not in the run), and the top "
-                  "passages of each run (id and first words).", ""]
+                  f"Wins / ties / losses: queries where the candidate's {o.measure} is higher / equal / lower."
+                  + (f" Then the {o.drilldown} queries with the largest loss and gain: the query text, each relevant "
+                     "document's rank in the baseline run → in the candidate run (— = not in the run), and the top "
+                     "passages of each run (id and first words)." if o.drilldown else ""), ""]
         for d in result.drilldowns:
-            lines += drilldown.to_markdown(d, o.measure)
+            lines += drilldown.to_markdown(d, o.measure, details=bool(o.drilldown))
     if result.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in result.warnings] + [""]
     return "\n".join(lines)

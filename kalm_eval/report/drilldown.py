@@ -197,11 +197,12 @@ def to_dict(d: DatasetDrilldown) -> dict:
             "largest_gains": [change(c) for c in d.gains_top], "note": d.note}
 
 
-def to_markdown(d: DatasetDrilldown, measure: str) -> list[str]:
+def to_markdown(d: DatasetDrilldown, measure: str, details: bool = True) -> list[str]:
     lines = [f"### {d.label}: {d.wins} wins / {d.ties} ties / {d.losses} losses over {d.queries} queries", ""]
     if d.note:
         lines += [f"Note: {d.note}", ""]
-    for title, changes in ((f"Largest losses ({measure})", d.losses_top), (f"Largest gains ({measure})", d.gains_top)):
+    sides = ((f"Largest losses ({measure})", d.losses_top), (f"Largest gains ({measure})", d.gains_top))
+    for title, changes in sides if details else ():
         lines += [f"#### {title}", ""]
         if not changes:
             lines += ["(none)", ""]

@@ -116,6 +116,8 @@ def test_drilldown_without_the_dataset_still_names_queries(make_record, tmp_path
     assert d.losses_top[0].text is None and "(text unavailable)" in to_markdown(result, ["a"], ["b"])
     counts_only = compare_records(base, cand, CompareOptions(drilldown=0))
     assert counts_only.drilldowns[0].losses_top == [] and counts_only.drilldowns[0].note is None
+    md = to_markdown(counts_only, ["a"], ["b"])
+    assert "wins /" in md and "Largest losses" not in md and "Then the" not in md
 
 
 def test_drilldown_knob_is_validated():
