@@ -106,6 +106,9 @@ class DatasetTexts:
         benchmark = config.get("benchmark")
         if not isinstance(benchmark, dict):
             return cls(error=f"{record.path}: no benchmark config in its provenance")
+        path = benchmark.get("path")
+        if path and not Path(path).exists():  # never fetch a moved dataset again just to show texts
+            return cls(error=f"dataset {benchmark.get('name')} not readable here: {path} does not exist")
         from kalm_eval.data.loaders import load_dataset
 
         cache = Path(config["cache_dir"]) if config.get("cache_dir") else Path(tempfile.gettempdir()) / "kalm-eval-cache"

@@ -125,3 +125,17 @@ def test_drilldown_knob_is_validated():
         CompareOptions(drilldown=-1)
     with pytest.raises(ValueError, match="drilldown"):
         CompareOptions(drilldown=True)
+
+
+def test_a_moved_dataset_is_named_not_fetched(make_record, tmp_path):
+    """A record whose dataset folder is gone (another machine): no download attempt, the note names the path."""
+    records = []
+    for name, seed in (("a", 1), ("b", 2)):
+        path = make_record(tmp_path / name, model="nano", seed=seed)
+        raw = json.loads((path / "metrics.json").read_text())
+        raw["provenance"]["config"]["benchmark"].update({"loader": "beir", "path": str(tmp_path / "gone" / "scifact"),
+                                                         "md5": "0" * 32})
+        (path / "metrics.json").write_text(json.dumps(raw))
+        records.append(discover(path).records)
+    [d] = compare_records(records[0], records[1], CompareOptions(drilldown=1)).drilldowns
+    assert f"{tmp_path / 'gone' / 'scifact'} does not exist" in d.note and len(d.losses_top) == 1
