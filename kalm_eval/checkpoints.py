@@ -7,7 +7,12 @@ local Hugging Face cache, or, with HF_HUB_OFFLINE unset, when the hub answers fo
 CheckpointUnavailable names the model, its revision and the ways out.
 
 dtype: "auto" = bfloat16 on CUDA, float32 on CPU (the KaLM reference's defaults); float16 is refused everywhere,
-because the reference gets non-finite logits in it."""
+because the reference gets non-finite logits in it.
+
+Checkpoint generations: KaLM-Reranker-V1 was released twice with the same FBNL architecture: "r1" (the paper's
+checkpoints, June 2026) and "r2" (the -R2 repositories, September 2026). A preset states its generation
+(conf/model/*.yaml `generation:`), a published row the generation it was measured on (results/paper/*/*.yaml), and
+the report never compares a result with a published row of another generation."""
 
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from kalm_eval.storage import canonical_json, sha256_file, sha256_text
 FP16_MESSAGE = "Use bfloat16 or float32 instead of float16."
 FP16_NAMES = frozenset({"float16", "fp16", "half", "torch.float16"})
 DTYPES = ("auto", "bfloat16", "float32")
+GENERATIONS = ("r1", "r2")
 
 
 def resolve_device(device: str):

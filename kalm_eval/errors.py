@@ -26,6 +26,10 @@ class InvariantError(KalmEvalError, RuntimeError):
     first-stage candidates): nothing is written; the message names the query and what differs."""
 
 
+class GenerationMismatch(KalmEvalError, ValueError):
+    """A result would be compared with a published row measured on another checkpoint generation (r1 vs r2)."""
+
+
 class ResultError(KalmEvalError, ValueError):
     """A result directory that is unreadable, incomplete or of an unknown schema; the message names the file."""
 

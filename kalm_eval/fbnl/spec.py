@@ -1,6 +1,7 @@
 """What KaLM checkpoint to load and how (the `model` config group of the kalm reranker), validated without torch.
 
-Checkpoint pins live in conf/model/{nano,small,large}.yaml only; `model.path=<dir>` loads a local checkpoint instead
+Checkpoint pins live in conf/model/{nano,small,large}.yaml (first generation, r1) and
+conf/model/{nano,small,large}_r2.yaml (second generation, r2) only; `model.path=<dir>` loads a local checkpoint instead
 of the hub id; `name: tiny` with neither builds the random tiny model (fbnl/synthetic.py) for offline runs."""
 
 from __future__ import annotations
@@ -8,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from kalm_eval.checkpoints import DTYPES, FP16_MESSAGE, FP16_NAMES, resolve_device, resolve_dtype, torch_dtype
+from kalm_eval.checkpoints import (DTYPES, FP16_MESSAGE, FP16_NAMES, GENERATIONS, resolve_device, resolve_dtype,
+                                   torch_dtype)
 from kalm_eval.errors import ConfigError
 from kalm_eval.knobs import from_mapping, knob
 SYNTHETIC = ("tiny",)
@@ -25,8 +27,13 @@ def resolve_attn_implementation(name: str, device: str) -> str:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    name: str = knob("nano", doc="preset name (nano | small | large | tiny) or any label for a custom checkpoint")
+    name: str = knob("nano", doc="preset name (nano | small | large | nano_r2 | small_r2 | large_r2 | tiny) or any "
+                                 "label for a custom checkpoint")
     family: str = knob("kalm", choices=("kalm",))
+    # logged, not keyed: the weights (hub id + revision, or their content fingerprint) identify a run; the generation
+    # says which published rows a result may be compared with (report/matching.py)
+    generation: str | None = knob(None, choices=GENERATIONS, logged=True,
+                                  doc="checkpoint generation: r1 (the paper's) | r2 (the -R2 releases) | null = unknown")
     hf_id: str | None = knob(None, doc="hub id; needs a pinned revision")
     revision: str | None = knob(None, doc="hub commit sha")
     path: str | None = knob(None, doc="local checkpoint directory; wins over hf_id")
@@ -45,10 +52,10 @@ class ModelSpec:
             raise ConfigError(f"model.dtype={self.dtype!r}: must be one of {', '.join(DTYPES)}")
         if self.path is None and self.hf_id is None and self.name not in SYNTHETIC:
             raise ConfigError(f"model: {self.name!r} names no checkpoint: set model.hf_id (+ model.revision) or "
-                              f"model.path, or use a preset (model=nano|small|large|tiny)")
+                              f"model.path, or use a preset (model=nano|small|large|nano_r2|small_r2|large_r2|tiny)")
         if self.path is None and self.hf_id is not None and not self.revision:
             raise ConfigError(f"model.revision: the hub checkpoint {self.hf_id} needs a pinned revision (a commit "
-                              "sha), so results name the exact weights")
+                              "sha), so results name the exact weights; pass model.revision=<commit> (or model.path=<dir>)")
 
     def hub_source(self) -> tuple[str, str | None] | None:
         """(hub id, revision) when the checkpoint comes from the hub; None for model.path or a synthetic model."""

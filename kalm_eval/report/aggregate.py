@@ -30,15 +30,15 @@ FIRST_STAGE_CONDITION = ["benchmark", "first_stage_key", "first_stage", "first_s
 RERANKER_CONDITION = ["reranker", "model_key", "model", "compression", "rerank_depth", "tail", "cascade"]
 CONDITION = FIRST_STAGE_CONDITION + RERANKER_CONDITION
 # what a first-stage row does not have (cleared so that the reranked records sharing a first stage collapse)
-RERANKER_ONLY = RERANKER_CONDITION + ["checkpoint", "revision", "dtype", "weights", "instruction", "instruction_sha",
-                                      "plan", "latency_p50", "latency_p95", "pairs_per_s", "encode_ms_per_passage",
-                                      "latency_device", "latency_dtype", "warmup_batches", "online_ms_per_query",
-                                      "stored_bytes_per_passage", "pooled_vectors_per_passage", "pairs", "score_s",
-                                      "encode_s", "passages_encoded"]
+RERANKER_ONLY = RERANKER_CONDITION + ["checkpoint", "revision", "dtype", "weights", "generation", "instruction",
+                                      "instruction_sha", "plan", "latency_p50", "latency_p95", "pairs_per_s",
+                                      "encode_ms_per_passage", "latency_device", "latency_dtype", "warmup_batches",
+                                      "online_ms_per_query", "stored_bytes_per_passage", "pooled_vectors_per_passage",
+                                      "pairs", "score_s", "encode_s", "passages_encoded"]
 MEAN_OVER_SUBSETS = ["value", "latency_p50", "latency_p95", "pairs_per_s", "encode_ms_per_passage",
                      "online_ms_per_query", "stored_bytes_per_passage", "pooled_vectors_per_passage"]
 SUM_OVER_SUBSETS = ["queries", "pairs", "total_s", "score_s", "encode_s", "passages_encoded"]
-NAME_ORDER = ("tiny", "nano", "small", "large")
+NAME_ORDER = ("tiny", "nano", "nano_r2", "small", "small_r2", "large", "large_r2")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Assemble the whole report: result records -> tidy frame -> sections (md/csv/tex) + plots + report.md."""
+"""Assemble the whole report: result records -> tidy frame -> sections (md/csv/tex) + plots + report.md and
+report.html (the same sections on one self-contained page, html.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kalm_eval.report import plots
+from kalm_eval.report import html, plots
 from kalm_eval.report.aggregate import aggregate_subsets, condition_rows
 from kalm_eval.report.baselines_table import baselines_section
 from kalm_eval.report.cascade_table import cascade_section
@@ -42,6 +43,10 @@ class ReportOutput:
     @property
     def report_md(self) -> Path:
         return self.out_dir / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.out_dir / "report.html"
 
 
 class WarningCollector(logging.Handler):
@@ -91,12 +96,13 @@ def assemble(roots, out_dir: Path, paper: Paper | None, options: ReportOptions, 
     if not found.records:
         out.warnings.append(f"no result records under {', '.join(map(str, roots))}")
     frame = out.frame = results_frame(found.records)
-    rows = aggregate_subsets(condition_rows(frame, options.measure))
+    units = condition_rows(frame, options.measure)
+    rows = aggregate_subsets(units)
     sections = paper_sections(rows, paper, options)
     sweeps = sweep_sections(frame, paper, options)
     latency = latency_section(frame, paper, options, cost_benchmark)
     roc = roc_section(frame, paper, options)
-    extra = [baselines_section(rows, paper, options), cascade_section(rows, paper), roc]
+    extra = [baselines_section(rows, paper, options, units), cascade_section(rows, paper), roc]
     sections += sweeps + [s for s in [latency, *extra] if s is not None]
     if with_plots and not frame.empty:
         add_plots(out, frame, paper, options, sweeps, latency, roc)
@@ -134,19 +140,21 @@ def _attach(out: ReportOutput, section: Section, path: Path | None) -> None:
 
 
 def write_index(out: ReportOutput, roots, paper_version, options: ReportOptions) -> None:
-    lines = ["# kalm-eval report", "",
-             f"- generated: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
-             f"- results: {', '.join(map(str, roots))} ({len(out.records)} record(s))",
-             f"- paper: {paper_version} (published numbers: kalm_eval.paper, results/paper/{paper_version}/)"
-             if paper_version else "- paper: none",
-             f"- measure: {options.measure}; compare_to={options.compare_to}; paper_row={options.paper_row}; "
-             f"columns={options.columns}", ""]
+    """report.md and report.html: the same header, warnings and sections."""
+    meta = [f"generated: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
+            f"results: {', '.join(map(str, roots))} ({len(out.records)} record(s))",
+            f"paper: {paper_version} (published numbers: kalm_eval.paper, results/paper/{paper_version}/)"
+            if paper_version else "paper: none",
+            f"measure: {options.measure}; compare_to={options.compare_to}; paper_row={options.paper_row}; "
+            f"columns={options.columns}"]
+    lines = ["# kalm-eval report", ""] + [f"- {m}" for m in meta] + [""]
     if out.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in out.warnings] + [""]
     lines += [section.markdown(level=2, image_base=out.out_dir) for section in out.sections]
     out.out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out.report_md, "\n".join(lines))
-    out.files.insert(0, out.report_md)
+    write_text(out.report_html, html.report_page(out.sections, meta, out.warnings))
+    out.files[:0] = [out.report_md, out.report_html]
 
 
 __all__ = ["build_report", "ReportOutput", "ReportOptions", "DEFAULT_ROOTS"]

@@ -3,7 +3,7 @@
     kalm-eval-report  [results=DIR|[DIR,...]] [output_dir=DIR] [paper_version=v1] [paper_row=...] [compare_to=dataset|average]
                       [cost_benchmark=FILE.json] [export=mteb]
     kalm-eval-compare baseline=DIR candidate=DIR [margin=0.01] [alpha=0.05] [test=randomization|bootstrap]
-                      [n_resamples=10000] [seed=0] [allow_protocol_diff=[reranker.compression]]
+                      [n_resamples=10000] [seed=0] [allow_protocol_diff=[reranker.compression]] [drilldown=10]
 
 `python -m kalm_eval.report report ...` / `python -m kalm_eval.report compare ...` are the same."""
 
@@ -99,7 +99,7 @@ def export(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path=CONF, config_name="compare")
 def compare_main(cfg: DictConfig) -> None:
     from kalm_eval.report.compare import REFUSED, CompareOptions, compare_records
-    from kalm_eval.report.compare_render import to_console, to_json, to_markdown
+    from kalm_eval.report.compare_render import to_console, to_html, to_json, to_markdown
     from kalm_eval.result import discover
 
     missing = [k for k in ("baseline", "candidate") if OmegaConf.is_missing(cfg, k) or not cfg[k]]
@@ -111,7 +111,7 @@ def compare_main(cfg: DictConfig) -> None:
         options = CompareOptions(margin=float(cfg.margin), alpha=float(cfg.alpha), test=str(cfg.test),
                                  n_resamples=int(cfg.n_resamples), seed=int(cfg.seed), measure=str(cfg.measure),
                                  stage=str(cfg.stage), allow_protocol_diff=tuple(as_paths(cfg.allow_protocol_diff)),
-                                 require_all=bool(cfg.get("require_all", False)))
+                                 require_all=bool(cfg.get("require_all", False)), drilldown=cfg.get("drilldown", 10))
     except ValueError as err:
         log.error("%s", err)
         sys.exit(REFUSED)
@@ -126,9 +126,11 @@ def compare_main(cfg: DictConfig) -> None:
         out_dir = Path(cfg.output_dir)
         with atomic_open(out_dir / "compare.md") as fh:
             fh.write(to_markdown(result, baseline_roots, candidate_roots))
+        with atomic_open(out_dir / "compare.html") as fh:
+            fh.write(to_html(result, baseline_roots, candidate_roots))
         write_json_atomic(out_dir / "compare.json", {**to_json(result), "baseline": baseline_roots,
                                                      "candidate": candidate_roots})
-        print(f"-> {out_dir / 'compare.md'}")
+        print(f"-> {out_dir / 'compare.md'} (+ compare.json, compare.html)")
     sys.exit(result.exit_code)
 
 

@@ -5,7 +5,10 @@ ratio with ratio; whatever has no partner is refused and the closest record's di
 per-query values of one measure (default nDCG@10) are paired on query id; Δ = mean(candidate − baseline), a
 two-sided paired test (stats.py) gives p, Holm adjusts p across pairs. The gate fails when a pair has
 Δ < −margin AND Holm-adjusted p < alpha, or when a macro average over datasets (the paper's kind of average) does:
-Δ_avg < −margin and its stratified p < alpha. Exit codes: 0 pass, 1 regression, 2 refused."""
+Δ_avg < −margin and its stratified p < alpha. Exit codes: 0 pass, 1 regression, 2 refused.
+
+Then the gate explains itself (drilldown.py): per pair, wins / ties / losses over queries and the `drilldown` (N)
+queries with the largest loss and gain, with texts, the relevant documents' ranks and the top passages per side."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import numpy as np
 
 from kalm_eval.metrics import MAIN_MEASURE
 from kalm_eval.report import labels, stats
+from kalm_eval.report.drilldown import DatasetDrilldown, DatasetTexts, drilldown
 from kalm_eval.report.protocol import pair_key, protocol_differences
 from kalm_eval.result import ResultRecord
 
@@ -32,6 +36,7 @@ class CompareOptions:
     stage: str = "auto"  # auto (reranked when present, else first_stage) | reranked | first_stage
     allow_protocol_diff: tuple[str, ...] = ()
     require_all: bool = False  # refuse when the candidate lacks a dataset the baseline has (default: warn)
+    drilldown: int = 10  # queries with the largest loss / gain shown per dataset (0: counts only, no texts read)
 
     def __post_init__(self):
         if self.test not in ("randomization", "bootstrap"):
@@ -42,6 +47,8 @@ class CompareOptions:
             raise ValueError(f"margin must be >= 0 (a drop size in {self.measure} units), got {self.margin}")
         if self.n_resamples < 100:
             raise ValueError(f"n_resamples must be >= 100, got {self.n_resamples}")
+        if isinstance(self.drilldown, bool) or not isinstance(self.drilldown, int) or self.drilldown < 0:
+            raise ValueError(f"drilldown must be an integer >= 0 (queries shown per dataset), got {self.drilldown!r}")
         if self.stage not in ("auto", "reranked", "first_stage"):
             raise ValueError(f"stage must be auto, reranked or first_stage, got {self.stage!r}")
 
@@ -62,6 +69,8 @@ class DatasetComparison:
     regression: bool = False
     diffs: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     label: str = ""
+    query_ids: tuple[str, ...] = ()  # the order of `diffs` and `baseline_values`
+    baseline_values: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
 
     @property
     def group(self) -> tuple:
@@ -95,6 +104,7 @@ class CompareResult:
     warnings: list[str] = field(default_factory=list)
     only_baseline: list[str] = field(default_factory=list)
     only_candidate: list[str] = field(default_factory=list)
+    drilldowns: list[DatasetDrilldown] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -120,7 +130,20 @@ def compare_records(baseline: list[ResultRecord], candidate: list[ResultRecord],
             result.rows.append(row)
     if not result.refused:
         apply_gate(result)
+        explain(result)
     return result
+
+
+def explain(result: CompareResult) -> None:
+    """The drill-down of every compared pair (wins / ties / losses always; details for `drilldown` queries)."""
+    n = result.options.drilldown
+    texts: dict[str, DatasetTexts] = {}
+    for row in result.rows:
+        if n and row.dataset not in texts:
+            texts[row.dataset] = DatasetTexts.from_record(row.baseline)
+        source = texts.get(row.dataset) or DatasetTexts()
+        result.drilldowns.append(drilldown(row.label or row.dataset, row.baseline, row.candidate, row.stage,
+                                           row.query_ids, row.diffs, row.baseline_values, n, source))
 
 
 # ---- pairing --------------------------------------------------------------------------------------------------------
@@ -242,7 +265,8 @@ def compare_pair(b: ResultRecord, c: ResultRecord, opts: CompareOptions, result:
     return DatasetComparison(dataset=b.dataset, baseline=b, candidate=c, stage=stage, n=len(qids),
                              baseline_mean=float(vb.mean()), candidate_mean=float(vc.mean()), delta=float(d.mean()),
                              ci=stats.bootstrap_ci(d, opts.n_resamples, opts.seed),
-                             p=test(d, opts.n_resamples, opts.seed), diffs=d)
+                             p=test(d, opts.n_resamples, opts.seed), diffs=d, query_ids=tuple(qids),
+                             baseline_values=vb)
 
 
 # ---- the gate -------------------------------------------------------------------------------------------------------

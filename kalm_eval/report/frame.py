@@ -9,8 +9,9 @@ record's protocol, timings and identity repeated on each row:
                                                      over its subsets); a two-part name is its own dataset
     memory_type, split                               LMEB memory type (provenance.config.benchmark), data split
     first_stage, first_stage_model, first_stage_key, first_stage_depth
-    reranker, model, model_key, checkpoint, revision, dtype, weights
-                                                     family (kalm | qwen3 | ...), label, identity hash, hub id ...
+    reranker, model, model_key, checkpoint, revision, dtype, weights, generation
+                                                     family (kalm | qwen3 | ...), label, identity hash, hub id ...,
+                                                     checkpoint generation (r1 | r2 | NA = unknown)
     compression, rerank_depth, instruction, instruction_sha, tail, cascade, plan
     latency_p50, latency_p95, pairs_per_s, encode_ms_per_passage, latency_device, latency_dtype, warmup_batches,
     online_ms_per_query, stored_bytes_per_passage, pooled_vectors_per_passage, pairs, total_s, score_s, encode_s,
@@ -35,7 +36,7 @@ from kalm_eval.result import ResultRecord, discover
 RECORD_COLUMNS = [
     "path", "signature", "finished_at", "benchmark", "unit", "dataset", "subset", "subset_mean", "memory_type", "split",
     "first_stage", "first_stage_model", "first_stage_key", "first_stage_depth",
-    "reranker", "model", "model_key", "checkpoint", "revision", "dtype", "weights",
+    "reranker", "model", "model_key", "checkpoint", "revision", "dtype", "weights", "generation",
     "compression", "rerank_depth", "instruction", "instruction_sha", "tail", "cascade", "plan",
     "latency_p50", "latency_p95", "pairs_per_s", "encode_ms_per_passage", "latency_device", "latency_dtype",
     "warmup_batches", "online_ms_per_query", "stored_bytes_per_passage", "pooled_vectors_per_passage", "pairs", "total_s",
@@ -103,7 +104,7 @@ def _model(record: ResultRecord) -> dict[str, Any]:
     if model is None:
         return {}
     return {"reranker": model.family, "model": model.label, "model_key": model.key, "checkpoint": model.checkpoint,
-            "revision": model.revision, "dtype": model.dtype, "weights": model.weights}
+            "revision": model.revision, "dtype": model.dtype, "weights": model.weights, "generation": model.generation}
 
 
 def _plan(record: ResultRecord) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 - the reranker model: protocol.reranker.model (the reranker's identity: checkpoint, revision, dtype,
   weights_fingerprint ...; KaLM's fbnl identity nests the loaded model's part under "model"), the preset name
   provenance.config.model.name (nano / small / qwen3_reranker_0.6b ...) and, for a local checkpoint, the folder
-  provenance.config.model.path;
+  provenance.config.model.path, and the checkpoint generation provenance.config.model.generation (r1 | r2; absent =
+  unknown, e.g. records written before generations were recorded, random or unnamed local checkpoints);
 - the first stage: protocol.first_stage.source {kind, model | system, ...} and depth;
 - the rerank plan: protocol.reranker {compression, depth, cascade}."""
 
@@ -35,6 +36,7 @@ class ModelIdentity:
     local_dir: str | None
     fingerprint: str | None  # weights_fingerprint: "hf:<id>@<rev>", "sha256:<hex>" (local), "random:..."
     key: str  # short hash of the whole identity: two different weights or settings never share a key
+    generation: str | None = None  # checkpoint generation (kalm_eval.checkpoints.GENERATIONS); None = unknown
 
     @property
     def label(self) -> str:
@@ -76,7 +78,8 @@ def model_identity(record: ResultRecord) -> ModelIdentity | None:
                          checkpoint=checkpoint, revision=_text(model.get("revision")), dtype=_text(model.get("dtype")),
                          weights=weights_origin(checkpoint, fingerprint), local_dir=_text(config_model.get("path")),
                          fingerprint=fingerprint,
-                         key=sha256_text(canonical_json({"name": record.reranker_name, "model": identity}))[:12])
+                         key=sha256_text(canonical_json({"name": record.reranker_name, "model": identity}))[:12],
+                         generation=_text(config_model.get("generation")))
 
 
 def first_stage_source(record: ResultRecord) -> dict[str, Any]:

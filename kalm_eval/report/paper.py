@@ -7,7 +7,9 @@ Three kinds of file (see results/paper/README.md):
 
 Values are stored as printed (`unit: points` = metric x 100); `PaperCell.fraction` converts. Every cell carries its
 tolerance (`tol`, in the unit of the file; `null` = display only). Versions live in separate directories and a
-`Paper` holds exactly one version, so v1 and v3 numbers can never be mixed in one table. The files are read through
+`Paper` holds exactly one version, so v1 and v3 numbers can never be mixed in one table. Every KaLM row carries the
+checkpoint generation it was measured on (`generation:` of the file, or of the row: r1 | r2; see
+kalm_eval.checkpoints), and `check_generation` refuses to compare a result with a row of another generation. The files are read through
 importlib.resources, so an installed wheel finds them as well as a source checkout."""
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from typing import Any
 
 import yaml
 
+from kalm_eval.checkpoints import GENERATIONS
+from kalm_eval.errors import GenerationMismatch
 from kalm_eval.report.labels import HUB
 
 AVERAGE = "average"
+KALM_ROLES = ("kalm", "ablation", "cascade")  # rows measured on a KaLM checkpoint: they carry its generation
 
 
 def paper_root(paper_dir: str | Path | None = None) -> Traversable:
@@ -72,6 +77,7 @@ class PaperRow:
     variant: str | None = None
     match: dict[str, Any] = field(default_factory=dict)
     note: str | None = None
+    generation: str | None = None  # checkpoint generation a KaLM row was measured on; None for other systems
 
     @property
     def label(self) -> str:
@@ -205,6 +211,12 @@ class Paper:
                 return row.model
         return None
 
+    def generation_of(self, model: str | None) -> str | None:
+        """The checkpoint generation of a paper row (None: not a KaLM row, or not stated)."""
+        found = {row.generation for table in self.tables.values() for row in table.rows
+                 if row.model == model and row.generation}
+        return found.pop() if len(found) == 1 else None
+
     def size_of(self, model: str | None) -> str | None:
         """The printed parameter count of a paper row (e.g. 0.27B)."""
         sizes = [row.size for table in self.tables.values() for row in table.rows if row.model == model and row.size]
@@ -303,6 +315,7 @@ def _table(path: str, spec: dict) -> PaperTable:
     columns = tuple(PaperColumn(id=c["id"], name=c.get("name", c["id"]), aliases=tuple(c.get("aliases", ())),
                                 subsets=None if c.get("subsets") is None else int(c["subsets"])) for c in spec["columns"])
     valid = {c.id for c in columns} | {AVERAGE}
+    table_generation = _generation(spec.get("generation"), path)
     rows = []
     for i, raw in enumerate(spec["rows"]):
         where = f"{path} row {i} ({raw.get('model')})"
@@ -313,15 +326,32 @@ def _table(path: str, spec: dict) -> PaperTable:
             if col not in valid:
                 raise PaperSpecError(f"{where}: cell {col!r} is not a column of the table (nor {AVERAGE!r})")
             cells[col] = _cell(cell, where=f"{where} [{col}]", scale=scale, precision=int(spec["precision"]), okish=okish)
-        rows.append(PaperRow(model=raw["model"], role=raw.get("role", "baseline"), cells=cells,
+        role = raw.get("role", "baseline")
+        generation = _generation(raw.get("generation"), where) or (table_generation if role in KALM_ROLES else None)
+        rows.append(PaperRow(model=raw["model"], role=role, cells=cells,
                              ratio=None if raw.get("ratio") is None else int(raw["ratio"]), size=raw.get("size"),
-                             variant=raw.get("variant"), match=dict(raw.get("match") or {}), note=raw.get("note")))
+                             variant=raw.get("variant"), match=dict(raw.get("match") or {}), note=raw.get("note"),
+                             generation=generation))
     paper = spec["paper"]
     return PaperTable(file=path, version=paper["version"], paper_id=str(paper.get("id", "")),
                       source=" ".join(str(spec["source"]).split()), benchmark=spec["benchmark"], metric=spec["metric"],
                       unit=spec["unit"], precision=int(spec["precision"]),
                       ratio=None if spec.get("ratio") is None else int(spec["ratio"]), first_stage=spec.get("first_stage"),
                       columns=columns, rows=tuple(rows), notes=tuple(spec.get("notes") or ()))
+
+
+def _generation(value: Any, where: str) -> str | None:
+    if value is not None and value not in GENERATIONS:
+        raise PaperSpecError(f"{where}: generation must be one of {', '.join(GENERATIONS)}, got {value!r}")
+    return value
+
+
+def check_generation(model: str, generation: str | None, paper_row: str, row_generation: str | None) -> None:
+    """Refuse to compare a result of one checkpoint generation with a published row of another (both known)."""
+    if generation and row_generation and generation != row_generation:
+        raise GenerationMismatch(
+            f"{model} is a generation-{generation} checkpoint but paper row {paper_row!r} was measured on generation "
+            f"{row_generation}: not comparable (map it to a {generation} row with paper_rows=, or leave it unmatched)")
 
 
 def _cost(path: str, spec: dict) -> CostTable:

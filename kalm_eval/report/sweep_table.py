@@ -1,5 +1,7 @@
 """The compression sweep: quality per MEP ratio r and model size, per dataset (pivot r × model), with the first
-stage and the recall ceiling beside it, a mean over datasets, and what the paper publishes per r."""
+stage and the recall ceiling beside it, a mean over datasets, and what the paper publishes per r. Each value at r > 1
+is marked with its difference from r = 1 of the same model and the gate's paired test, Holm-adjusted per table
+(significance.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from kalm_eval.report.aggregate import (RERANKED, aggregate_subsets, condition_r
 from kalm_eval.report.options import ReportOptions
 from kalm_eval.report.paper import AVERAGE, Paper
 from kalm_eval.report.render import MISSING, Section, Table, pts, text_frame
+from kalm_eval.report.significance import difference, holm_adjusted, mark, unit_paths
+from kalm_eval.report.significance import note as significance_note
 
 FAMILY = ["first_stage_key", "first_stage", "first_stage_depth", "rerank_depth"]
 SWEEP_NOTE = ("'missing' = no result for this size and r. The recall ceiling is the first stage's recall at the rerank "
@@ -35,6 +39,7 @@ def model_order(sweep: pd.DataFrame) -> list[str]:
 
 def sweep_sections(frame: pd.DataFrame, paper: Paper | None, opts: ReportOptions) -> list[Section]:
     sweep = sweep_rows(frame, opts.measure)
+    raw = condition_rows(frame, opts.measure, stages=(RERANKED,))
     ceilings = aggregate_subsets(condition_rows(frame, "recall_ceiling", stages=(RERANKED,)))
     ceiling = ceilings.set_index(["condition", "unit"])["value"]
     sections = []
@@ -44,7 +49,7 @@ def sweep_sections(frame: pd.DataFrame, paper: Paper | None, opts: ReportOptions
                           title=f"Compression sweep: {bench.upper()} ({opts.measure} ×100 per ratio r)")
         records = []
         for _, group in rows.groupby(["unit"] + FAMILY, sort=True, dropna=False):
-            table, table_records = dataset_sweep(group, ceiling, opts)
+            table, table_records = dataset_sweep(group, ceiling, opts, raw)
             section.tables.append(table)
             records += table_records
         mean = mean_sweep(bench, rows)
@@ -57,33 +62,63 @@ def sweep_sections(frame: pd.DataFrame, paper: Paper | None, opts: ReportOptions
     return sections
 
 
-SWEEP_CSV = ["dataset", "row", "model", "ratio", "measure", "value", "queries", "record"]
+SWEEP_CSV = ["dataset", "row", "model", "ratio", "measure", "value", "queries", "record", "delta_vs_r1", "p_holm"]
 
 
-def dataset_sweep(group: pd.DataFrame, ceiling: pd.Series, opts: ReportOptions) -> tuple[Table, list[dict]]:
+def versus_r1(group: pd.DataFrame, raw: pd.DataFrame | None, measure: str) -> dict:
+    """(model label, r) -> Difference from r = 1 of the same model on this table's unit, Holm-adjusted over the table."""
+    if raw is None:
+        return {}
+    unit = group["unit"].iloc[0]
+    references = {row["label"]: row["condition"] for _, row in group.iterrows() if row["compression"] == 1}
+    found = {}
+    for _, row in group.iterrows():
+        if row["compression"] != 1 and row["label"] in references:
+            found[(row["label"], int(row["compression"]))] = difference(
+                unit_paths(raw, references[row["label"]], {unit}), unit_paths(raw, row["condition"], {unit}), measure)
+    return holm_adjusted(found)
+
+
+def dataset_sweep(group: pd.DataFrame, ceiling: pd.Series, opts: ReportOptions,
+                  raw: pd.DataFrame | None = None) -> tuple[Table, list[dict]]:
+    """`raw`: the unaggregated reranked condition rows (aggregate.condition_rows), for the marks vs r = 1."""
     first = group.iloc[0]
     unit, models = first["unit"], model_order(group)
+    tests = versus_r1(group, raw, opts.measure)
+    tested = {label for label, _ in tests}
+
+    def cell(r, m) -> str:
+        if m not in values.columns or pd.isna(values.at[r, m]):
+            return MISSING
+        text = pts(values.at[r, m])
+        if (m, int(r)) in tests:
+            return text + mark(tests[(m, int(r))])
+        return text + (" (ref)" if r == 1 and m in tested else "")
+
     values = group.pivot_table(index="compression", columns="label", values="value", aggfunc="first")
     depth = None if is_missing(first["rerank_depth"]) else int(first["rerank_depth"])
     ceiling_value = next((ceiling.get((c, unit)) for c in group["condition"] if (c, unit) in ceiling.index), None)
     ceiling_name = f"R@{depth}" if depth else "first-stage recall at depth"
     rows = [[f"first stage ({first['first_stage']})"] + [pts(first["first_value"])] * len(models)]
-    rows += [[str(r)] + [pts(values.at[r, m]) if m in values.columns else MISSING for m in models] for r in values.index]
+    rows += [[str(r)] + [cell(r, m) for m in models] for r in values.index]
     rows.append([f"recall ceiling ({ceiling_name})"] + [pts(ceiling_value)] * len(models))
     records = [_record(unit, "first_stage", m, None, opts.measure, first["first_value"]) for m in models]
-    records += [_record(unit, RERANKED, r["label"], r["compression"], opts.measure, r["value"], r["queries"], r["path"])
+    records += [_record(unit, RERANKED, r["label"], r["compression"], opts.measure, r["value"], r["queries"], r["path"],
+                        tests.get((r["label"], int(r["compression"]))))
                 for _, r in group.iterrows()]
     records += [_record(unit, "recall_ceiling", m, None, ceiling_name, ceiling_value) for m in models]
     title = (f"{unit} — first stage {first['first_stage']}"
              + ("" if is_missing(first["first_stage_depth"]) else f" top-{int(first['first_stage_depth'])}")
              + (f", rerank top-{depth}" if depth else ""))
-    return Table(title=title, frame=text_frame(rows, ["r"] + models), notes=[SWEEP_NOTE]), records
+    notes = [SWEEP_NOTE] + ([significance_note("r = 1 of the same model", len(tests))] if tests else [])
+    return Table(title=title, frame=text_frame(rows, ["r"] + models), notes=notes), records
 
 
-def _record(unit, row, model, ratio, measure, value, queries=None, path=None) -> dict:
+def _record(unit, row, model, ratio, measure, value, queries=None, path=None, test=None) -> dict:
     return {"dataset": unit, "row": row, "model": model, "ratio": None if is_missing(ratio) else int(ratio),
             "measure": measure, "value": None if is_missing(value) else float(value),
-            "queries": None if is_missing(queries) else int(queries), "record": path}
+            "queries": None if is_missing(queries) else int(queries), "record": path,
+            "delta_vs_r1": None if test is None else test.delta, "p_holm": None if test is None else test.p_holm}
 
 
 def mean_sweep(bench: str, rows: pd.DataFrame) -> tuple[Table, list[dict]] | None:

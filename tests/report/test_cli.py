@@ -44,6 +44,10 @@ def test_compare_exit_codes(monkeypatch, gate_dirs, tmp_path, capsys):
     assert md.startswith("# Regression gate: FAIL") and [c.strip() for c in row.strip("|").split("|")][:3] == \
         ["beir/scifact", "reranked", "300"]
     assert json.loads((out / "compare.json").read_text())["datasets"][0]["regression"] is True
+    assert "## Per-query drill-down" in md and len(json.loads((out / "compare.json").read_text())["drilldown"]) == 1
+    assert "Regression gate: " in (out / "compare.html").read_text() and "drill-down" in (out / "compare.html").read_text()
+    assert run_inprocess(monkeypatch, compare_main, f"baseline={d['base']}", f"candidate={d['drop']}", "drilldown=-1",
+                         "output_dir=null") == 2
 
     assert run_inprocess(monkeypatch, compare_main, f"baseline={d['base']}", f"candidate={d['rerun']}", "output_dir=null") == 0
     assert run_inprocess(monkeypatch, compare_main, f"baseline={d['base']}", f"candidate={d['r8']}", "output_dir=null") == 2
@@ -63,6 +67,7 @@ def test_report_console_script(sweep_tree, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert (out / "report.md").exists() and (out / "paper_table.beir.csv").exists()
+    assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
     assert not (out / "paper_table.beir.tex").exists()
     md = (out / "paper_table.beir.md").read_text()
     assert "nano → KaLM-Reranker-V1-Nano" in md and "57.41†" in md
