@@ -44,6 +44,10 @@ class ModelSpec:
     attn_implementation: str = knob("auto", choices=("auto", "grouped", "sdpa", "eager"),
                                     doc="attention kernel; auto = grouped on CPU, sdpa on CUDA (recorded resolved)")
     seed: int = knob(0, minimum=0, doc="synthetic models only")
+    # catalogue facts (kalm_eval.catalogue), logged: the checkpoint itself is what identifies a run
+    paper_row: str | None = knob(None, logged=True, doc="the published row of this checkpoint (results/paper)")
+    d_model: int | None = knob(None, minimum=1, logged=True,
+                               doc="width of a pooled passage vector (the preset's shape; kalm-eval-plan sizes with it)")
 
     def __post_init__(self) -> None:
         if str(self.dtype).lower() in FP16_NAMES:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from kalm_eval.catalogue import preset
 from kalm_eval.report.aggregate import FIRST_STAGE, RERANKED, RERANKER_CONDITION, condition_sort_key, mean_over, model_labels
 from kalm_eval.report.matching import paper_row_for
 from kalm_eval.report.options import ReportOptions
@@ -19,7 +20,7 @@ from kalm_eval.report.significance import difference, holm_adjusted, mark, unit_
 from kalm_eval.report.significance import note as significance_note
 
 BENCHMARKS = ("beir", "miracl", "lmeb")
-REFERENCE = ("KaLM-Reranker-V1-Nano", 4)  # measured cost is relative to Nano at r = 4 (v3 states r = 4) when present
+REFERENCE = (preset("nano").paper_row, 4)  # measured cost is relative to Nano at r = 4 (v3 states r = 4) when present
 MODEL_KEY = RERANKER_CONDITION + ["first_stage_key"]
 
 

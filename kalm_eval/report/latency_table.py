@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from kalm_eval.catalogue import preset
 from kalm_eval.metrics import MAIN_MEASURE
 from kalm_eval.report.aggregate import RERANKED, aggregate_subsets, condition_rows, condition_sort_key, is_missing, model_labels
 from kalm_eval.report.cost_benchmark import CostBenchmark
@@ -14,7 +15,7 @@ from kalm_eval.report.paper import Paper
 from kalm_eval.report.paper_table import ratio_text
 from kalm_eval.report.render import MISSING, Section, Table, num, pts, text_frame
 
-NANO = "KaLM-Reranker-V1-Nano"
+NANO = preset("nano").paper_row  # measured cost is relative to this row (kalm_eval.catalogue)
 HEADERS = ["Dataset", "Model", "r", "Device", "Dtype", "nDCG@10", "ms/pair p50", "ms/pair p95", "pairs/s",
            "encode ms/passage (offline)", "stored bytes/passage", "measured rel. online cost (p50)",
            "paper rel. online cost (analytic)"]

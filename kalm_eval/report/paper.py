@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from kalm_eval.checkpoints import GENERATIONS
+from kalm_eval.catalogue import match_entry
 from kalm_eval.errors import GenerationMismatch
 from kalm_eval.report.labels import HUB
 
@@ -330,7 +331,7 @@ def _table(path: str, spec: dict) -> PaperTable:
         generation = _generation(raw.get("generation"), where) or (table_generation if role in KALM_ROLES else None)
         rows.append(PaperRow(model=raw["model"], role=role, cells=cells,
                              ratio=None if raw.get("ratio") is None else int(raw["ratio"]), size=raw.get("size"),
-                             variant=raw.get("variant"), match=dict(raw.get("match") or {}), note=raw.get("note"),
+                             variant=raw.get("variant"), match=match_entry(raw.get("match") or {}), note=raw.get("note"),
                              generation=generation))
     paper = spec["paper"]
     return PaperTable(file=path, version=paper["version"], paper_id=str(paper.get("id", "")),

@@ -55,6 +55,7 @@ class BaselineModelSettings:
                       doc="auto = bfloat16 on CUDA, float32 on CPU; float16 is refused")
     device: str = knob("auto", logged=True, doc="auto | cpu | cuda | cuda:N | mps")
     max_length: int = knob(512, minimum=8, doc="token budget of one scored sequence (family-specific meaning)")
+    paper_row: str | None = knob(None, logged=True, doc="the published row of this checkpoint (results/paper)")
 
     def hub_source(self) -> tuple[str, str | None] | None:
         """(hub id, revision) when the checkpoint comes from the hub; None for model.path."""

@@ -32,6 +32,7 @@ from transformers import (
 )
 from transformers.initialization import no_init_weights
 
+from kalm_eval.catalogue import preset
 from kalm_eval.fbnl.model import LoadedModel, finish_model
 from kalm_eval.fbnl.spec import ModelSpec, resolve_attn_implementation
 from kalm_eval.fbnl.synthetic import NANO_TEXT_CONFIG, config_hash, gemma3_layer_types, t5gemma2_config
@@ -41,7 +42,7 @@ from kalm_eval.testing.baselines import real_shape_config
 # Heads, head_dim and window are Nano's.
 SMALL_TEXT_CONFIG: dict[str, Any] = dict(
     NANO_TEXT_CONFIG,
-    hidden_size=1152,
+    hidden_size=preset("small").d_model,
     intermediate_size=6912,
     num_hidden_layers=26,
     layer_types=gemma3_layer_types(26),
@@ -50,7 +51,7 @@ SMALL_TEXT_CONFIG: dict[str, Any] = dict(
 # T5Gemma 2 4b-4b text stack (inferred from Gemma-3-4B: 34 layers, 8/4 heads, head_dim 256, MLP 10240, window 1024).
 LARGE_TEXT_CONFIG: dict[str, Any] = dict(
     NANO_TEXT_CONFIG,
-    hidden_size=2560,
+    hidden_size=preset("large").d_model,
     intermediate_size=10240,
     num_hidden_layers=34,
     num_attention_heads=8,
