@@ -1,7 +1,8 @@
 """Protocol check for the regression gate: two records may be compared only when everything that affects a number
 agrees except the reranker model (the thing under test): dataset (name, split, file hashes = revision, quirks,
 joiner), first stage (signature, source, depth, tie break), metric definitions, and the reranker's family, ratio or
-cascade, depth, instruction, tail, tie break and score. Every difference is named with both values."""
+cascade, depth, instruction, tail, tie break and score, and the inputs the model is fed (its input lengths, templates
+and pooling rule, MODEL_INPUTS). Every difference is named with both values."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ from kalm_eval.storage import canonical_json
 
 # protocol paths that may legitimately differ between a baseline and a candidate checkpoint
 ALWAYS_IGNORED = ("reranker.model", "harness_version")
+# ... except the inputs the checkpoint is fed, recorded inside its identity (reranker.model): input lengths, prompt
+# and encoder templates, padding, pooling and score rule. R1 at 1,024 document tokens vs R2 at 8,192 compares two
+# protocols, not two checkpoints (allow_protocol_diff=[reranker.model.doc_max_len] says it is meant).
+MODEL_INPUTS = tuple(f"reranker.model.{key}" for key in (
+    "doc_max_len", "query_max_len", "max_length", "query_max_length", "prompt_template_sha256", "encoder_template",
+    "pad_to_multiple_of", "pooling_rule", "score"))
 ABSENT = "<absent>"
 
 
@@ -41,19 +48,24 @@ def protocol_differences(baseline: dict, candidate: dict, allowed: tuple[str, ..
     a, b = flatten(baseline), flatten(candidate)
     differences = []
     for path in sorted(set(a) | set(b)):
-        if is_ignored(path, ignored):
-            continue
         left, right = a.get(path, ABSENT), b.get(path, ABSENT)
+        model_input = path in MODEL_INPUTS and ABSENT not in (left, right)  # compared where both records state it
+        if is_ignored(path, ignored) and (not model_input or is_ignored(path, tuple(allowed))):
+            continue
         if canonical_json(left) != canonical_json(right):
             differences.append(f"{path}: baseline {_short(left)}, candidate {_short(right)}")
     return differences
 
 
 def pair_key(record: ResultRecord) -> str:
-    """What must match for two records to be paired: the dataset and the protocol minus the reranker model."""
+    """What must match for two records to be paired: the dataset and the protocol minus the reranker model (but
+    with the inputs it is fed)."""
     protocol = {k: v for k, v in record.protocol.items() if k != "harness_version"}
     if isinstance(protocol.get("reranker"), dict):
-        protocol["reranker"] = {k: v for k, v in protocol["reranker"].items() if k != "model"}
+        model = protocol["reranker"].get("model") if isinstance(protocol["reranker"].get("model"), dict) else {}
+        inputs = {key: model[key] for key in (path.rsplit(".", 1)[1] for path in MODEL_INPUTS) if key in model}
+        protocol["reranker"] = {**{k: v for k, v in protocol["reranker"].items() if k != "model"},
+                                "model_inputs": inputs}
     return canonical_json({"dataset": record.dataset, "protocol": protocol})
 
 

@@ -249,3 +249,23 @@ def test_options_are_validated():
         CompareOptions(test="t-test")
     with pytest.raises(ValueError):
         CompareOptions(alpha=1.5)
+
+
+def test_the_gate_refuses_checkpoints_fed_other_inputs(tmp_path):
+    """Two checkpoints may differ in everything that identifies them, not in what they are fed: a candidate run at
+    8,192 document tokens against a baseline at 1,024 compares two protocols (issue 24); allowed when named."""
+    import copy
+
+    from kalm_eval.report.protocol import protocol_differences
+
+    base = {"dataset": {"name": "beir/scifact"}, "reranker": {"name": "kalm", "compression": 4, "model": {
+        "model": {"checkpoint": "KaLM-Embedding/KaLM-Reranker-V1-Nano", "revision": "a" * 40}, "doc_max_len": 1024,
+        "query_max_len": 512, "pooling_rule": "mep-v1"}}}
+    other_checkpoint = copy.deepcopy(base)
+    other_checkpoint["reranker"]["model"]["model"] = {"checkpoint": "KaLM-Embedding/KaLM-Reranker-V1-Nano-R2",
+                                                      "revision": "b" * 40}
+    assert protocol_differences(base, other_checkpoint) == []
+    longer = copy.deepcopy(other_checkpoint)
+    longer["reranker"]["model"]["doc_max_len"] = 8192
+    assert protocol_differences(base, longer) == ["reranker.model.doc_max_len: baseline 1024, candidate 8192"]
+    assert protocol_differences(base, longer, ["reranker.model.doc_max_len"]) == []
