@@ -4,7 +4,7 @@ For one dataset or every unit of a suite: queries, (query, passage) pairs, uniqu
 min(pairs, corpus); candidate lists of different queries overlap, so the real number is lower), encoder and decoder
 tokens, pooled vectors per passage and persisted-cache bytes per compression r under the run's cache policy, the
 size of the rerank units, and an estimated device time from throughput figures: `plan.pairs_per_s` and
-`plan.passages_per_s` (given), or a cost-benchmark file (`plan.cost_benchmark`, scripts/bench_cost.py --output).
+`plan.passages_per_s` (given), or a cost-benchmark file (`plan.cost_benchmark`, scripts/bench_cost.py --output; read with kalm_eval/bench/record.py).
 Works offline from the dataset sizes stated in the benchmark configs (`sizes:`); nothing is loaded.
 
 Token counts use `plan.tokens_per_word` (Gemma 3 tokens per word; 1.43 measured on SciFact, 1.44 on NFCorpus, 1.25
