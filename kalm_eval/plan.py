@@ -4,7 +4,7 @@ For one dataset or every unit of a suite: queries, (query, passage) pairs, uniqu
 min(pairs, corpus); candidate lists of different queries overlap, so the real number is lower), encoder and decoder
 tokens, pooled vectors per passage and persisted-cache bytes per compression r under the run's cache policy, the
 size of the rerank units, and an estimated device time from throughput figures: `plan.pairs_per_s` and
-`plan.passages_per_s` (given), or a cost-benchmark file (`plan.cost_benchmark`, scripts/bench_cost.py --output).
+`plan.passages_per_s` (given), or a cost-benchmark file (`plan.cost_benchmark`, scripts/bench_cost.py --output; read with kalm_eval/bench/record.py).
 Works offline from the dataset sizes stated in the benchmark configs (`sizes:`); nothing is loaded.
 
 Token counts use `plan.tokens_per_word` (Gemma 3 tokens per word; 1.43 measured on SciFact, 1.44 on NFCorpus, 1.25
@@ -12,7 +12,6 @@ on ArguAna passages) and `plan.prompt_tokens` (the decoder prompt without instru
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from kalm_eval.bench.record import CostBenchmarkError, load_cost_benchmark
 from kalm_eval.config import CONFIG_PATH, RunConfig
 from kalm_eval.errors import ConfigError, KalmEvalError, exit_with
 from kalm_eval.space import estimate
@@ -106,9 +106,12 @@ def throughput_of(settings: PlanSettings, model_name: str, compressions: tuple[i
         path = Path(settings.cost_benchmark)
         if not path.exists():
             raise ConfigError(f"plan.cost_benchmark={path}: no such file")
-        rows = json.loads(path.read_text()).get("rows", [])
-        found = {int(row["r"]): 1000.0 / row["ms_per_pair"]["median"] for row in rows
-                 if str(row.get("model", "")).lower().endswith(model_name.lower()) and row.get("r") is not None}
+        try:
+            benchmark = load_cost_benchmark(path)
+        except CostBenchmarkError as err:
+            raise ConfigError(f"plan.cost_benchmark={path}: {err}") from None
+        found = {row.r: 1000.0 / row.ms_median for row in benchmark.rows
+                 if row.model.lower().endswith(model_name.lower()) and row.r is not None}
         return found or None
     return None
 

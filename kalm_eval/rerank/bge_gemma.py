@@ -76,6 +76,48 @@ class BgeGemmaSettings(BaselineModelSettings):
         return self.query_max_length if self.query_max_length is not None else self.max_length * 3 // 4
 
 
+@dataclass(frozen=True)
+class BgeGemmaInputs:
+    """FlagEmbedding's token layout over a tokenizer (module docstring), with the settings' limits; the cost
+    benchmark builds its bge-reranker-v2-gemma inputs with it too (kalm_eval/bench/baselines.py)."""
+
+    tokenizer: Any
+    query_max_length: int
+    max_length: int
+    bos_ids: list[int]
+    sep_ids: list[int]
+    prompt_ids: list[int]
+    encode_max_length: int
+
+    @classmethod
+    def build(cls, tokenizer: Any, settings: BgeGemmaSettings) -> Self:
+        prompt_ids = tokenizer(settings.prompt, add_special_tokens=False)["input_ids"]
+        sep_ids = tokenizer(SEP, add_special_tokens=False)["input_ids"]
+        bos = tokenizer.bos_token_id
+        bos_ids = [bos] if bos is not None and bos != tokenizer.pad_token_id else []
+        return cls(tokenizer, settings.effective_query_max_length, settings.max_length, bos_ids, sep_ids, prompt_ids,
+                   settings.max_length + len(sep_ids) + len(prompt_ids))
+
+    def encode(self, triples: Sequence[tuple[str, str | None, str]]) -> list[list[int]]:
+        if not triples:
+            return []
+        queries = self.tokenizer([QUERY_PREFIX + query for query, _, _ in triples], add_special_tokens=False,
+                                 max_length=self.query_max_length, truncation=True)["input_ids"]
+        passages = self.tokenizer([PASSAGE_PREFIX + passage for _, _, passage in triples], add_special_tokens=False,
+                                  max_length=self.max_length, truncation=True)["input_ids"]
+        sequences = []
+        for query_ids, passage_ids in zip(queries, passages):
+            first = self.bos_ids + list(query_ids)
+            second = self.sep_ids + list(passage_ids)
+            excess = len(first) + len(second) - self.encode_max_length
+            if excess > 0:
+                if excess >= len(second):  # unreachable while query_max_length <= max_length
+                    raise ValueError("query too long for FlagEmbedding's only_second truncation")
+                second = second[:-excess] if self.tokenizer.truncation_side == "right" else second[excess:]
+            sequences.append(first + second + self.sep_ids + self.prompt_ids)
+        return sequences
+
+
 class BgeGemmaReranker(TokenIdReranker):
     name = "bge_gemma"
 
@@ -96,11 +138,7 @@ class BgeGemmaReranker(TokenIdReranker):
         if len(yes) != 1:
             raise ValueError(f"{self.source.checkpoint}: 'Yes' must be one token, got ids {yes}")
         self.yes_id = int(yes[0])
-        self.prompt_ids = self.tokenizer(settings.prompt, add_special_tokens=False)["input_ids"]
-        self.sep_ids = self.tokenizer(SEP, add_special_tokens=False)["input_ids"]
-        self.encode_max_length = settings.max_length + len(self.sep_ids) + len(self.prompt_ids)
-        bos = self.tokenizer.bos_token_id
-        self.bos_ids = [bos] if bos is not None and bos != self.tokenizer.pad_token_id else []
+        self.inputs = BgeGemmaInputs.build(self.tokenizer, settings)
 
     @classmethod
     def from_config(cls, model: Mapping[str, Any], *, batch_size: int) -> Self:
@@ -118,7 +156,7 @@ class BgeGemmaReranker(TokenIdReranker):
             "max_length": s.max_length,
             "query_max_length": s.effective_query_max_length,
             "prompt_template_sha256": prompt_template_sha256(s.prompt),
-            "bos_prepended": bool(self.bos_ids),
+            "bos_prepended": bool(self.inputs.bos_ids),
             "truncation": TRUNCATION_RULE,
             "padding": f"{self.tokenizer.padding_side}, pad_to_multiple_of={PAD_TO_MULTIPLE_OF}",
             "instruction": "ignored (one fixed task prompt: model.prompt)",
@@ -128,24 +166,7 @@ class BgeGemmaReranker(TokenIdReranker):
 
     def encode(self, triples: Sequence[tuple[str, str | None, str]]) -> list[list[int]]:
         """Token ids of each pair in FlagEmbedding's layout (see the module docstring)."""
-        if not triples:
-            return []
-        s = self.settings
-        queries = self.tokenizer([QUERY_PREFIX + query for query, _, _ in triples], add_special_tokens=False,
-                                 max_length=s.effective_query_max_length, truncation=True)["input_ids"]
-        passages = self.tokenizer([PASSAGE_PREFIX + passage for _, _, passage in triples], add_special_tokens=False,
-                                  max_length=s.max_length, truncation=True)["input_ids"]
-        sequences = []
-        for query_ids, passage_ids in zip(queries, passages):
-            first = self.bos_ids + list(query_ids)
-            second = self.sep_ids + list(passage_ids)
-            excess = len(first) + len(second) - self.encode_max_length
-            if excess > 0:
-                if excess >= len(second):  # unreachable while query_max_length <= max_length
-                    raise ValueError("query too long for FlagEmbedding's only_second truncation")
-                second = second[:-excess] if self.tokenizer.truncation_side == "right" else second[excess:]
-            sequences.append(first + second + self.sep_ids + self.prompt_ids)
-        return sequences
+        return self.inputs.encode(triples)
 
     @torch.inference_mode()
     def _score_batch(self, sequences: list[list[int]]) -> list[PairScore]:

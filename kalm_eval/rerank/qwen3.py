@@ -81,6 +81,39 @@ class Qwen3Settings(BaselineModelSettings):
     attn_implementation: str = knob("sdpa", choices=("sdpa", "eager"), doc="attention kernel")
 
 
+@dataclass(frozen=True)
+class Qwen3Inputs:
+    """The authors' input layout over a tokenizer (module docstring): prefix + body + suffix, the body cut to
+    `body_max_length`. Built from the settings, so the limits are the preset's; the cost benchmark builds its
+    baselines' inputs with it too (kalm_eval/bench/baselines.py)."""
+
+    tokenizer: Any
+    prefix_ids: list[int]
+    suffix_ids: list[int]
+    body_max_length: int
+    default_instruction: str
+
+    @classmethod
+    def build(cls, tokenizer: Any, settings: Qwen3Settings) -> Self:
+        prefix_ids = tokenizer.encode(PREFIX, add_special_tokens=False)
+        suffix_ids = tokenizer.encode(SUFFIX, add_special_tokens=False)
+        body_max_length = settings.max_length - len(prefix_ids) - len(suffix_ids)
+        if body_max_length < 1:
+            raise ConfigError(f"model.max_length={settings.max_length}: leaves no room for the body after the "
+                              f"{len(prefix_ids) + len(suffix_ids)} prompt tokens")
+        return cls(tokenizer, prefix_ids, suffix_ids, body_max_length, settings.default_instruction)
+
+    def encode(self, triples: Sequence[tuple[str, str | None, str]]) -> list[list[int]]:
+        default = self.default_instruction
+        bodies = [format_body(query, default if instruction is None else instruction, doc)
+                  for query, instruction, doc in triples]
+        if not bodies:
+            return []
+        encoded = self.tokenizer(bodies, padding=False, truncation="longest_first", return_attention_mask=False,
+                                 max_length=self.body_max_length)["input_ids"]
+        return [self.prefix_ids + list(ids) + self.suffix_ids for ids in encoded]
+
+
 class Qwen3Reranker(TokenIdReranker):
     name = "qwen3"
 
@@ -99,12 +132,7 @@ class Qwen3Reranker(TokenIdReranker):
         ).eval().requires_grad_(False).to(self.device)
         self.yes_id = single_token_id(self.tokenizer, "yes")
         self.no_id = single_token_id(self.tokenizer, "no")
-        self.prefix_ids = self.tokenizer.encode(PREFIX, add_special_tokens=False)
-        self.suffix_ids = self.tokenizer.encode(SUFFIX, add_special_tokens=False)
-        self.body_max_length = settings.max_length - len(self.prefix_ids) - len(self.suffix_ids)
-        if self.body_max_length < 1:
-            raise ConfigError(f"model.max_length={settings.max_length}: leaves no room for the body after the "
-                              f"{len(self.prefix_ids) + len(self.suffix_ids)} prompt tokens")
+        self.inputs = Qwen3Inputs.build(self.tokenizer, settings)
 
     @classmethod
     def from_config(cls, model: Mapping[str, Any], *, batch_size: int) -> Self:
@@ -135,14 +163,7 @@ class Qwen3Reranker(TokenIdReranker):
 
     def encode(self, triples: Sequence[tuple[str, str | None, str]]) -> list[list[int]]:
         """Token ids of each pair exactly as the authors build them (prefix + truncated body + suffix)."""
-        default = self.settings.default_instruction
-        bodies = [format_body(query, default if instruction is None else instruction, doc)
-                  for query, instruction, doc in triples]
-        if not bodies:
-            return []
-        encoded = self.tokenizer(bodies, padding=False, truncation="longest_first", return_attention_mask=False,
-                                 max_length=self.body_max_length)["input_ids"]
-        return [self.prefix_ids + list(ids) + self.suffix_ids for ids in encoded]
+        return self.inputs.encode(triples)
 
     @torch.inference_mode()
     def _score_batch(self, sequences: list[list[int]]) -> list[PairScore]:

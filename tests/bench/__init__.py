@@ -1,1 +1,1 @@
-"""Tests of the cost benchmark (scripts/bench_cost.py) pieces that need no timing."""
+"""Tests of the benchmarks (kalm_eval/bench/; command lines in scripts/) pieces that need no timing."""

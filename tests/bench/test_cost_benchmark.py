@@ -1,34 +1,30 @@
 """The cost benchmark's pieces that need no timing: real-shape configs, the FLOP model, subsets, the JSON it writes.
 
-Nothing here times anything (benchmarks live in scripts/); the one end-to-end smoke of the script is marked slow."""
+Nothing here times anything (kalm_eval/bench/, command lines in scripts/); the one end-to-end smoke of the script is
+marked slow."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from kalm_eval.bench import cost, flops, timing, workloads
 from kalm_eval.report.cost_benchmark import load_cost_benchmark
 from kalm_eval.testing.shapes import KALM_SHAPES, kalm_config, text_stack_parameters
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("bench_cost", ROOT / "scripts" / "bench_cost.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_cost"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def bench():
-    return load_script()
+    """The benchmark's names, from the package modules that hold them."""
+    return SimpleNamespace(StackDims=flops.StackDims, spread_subset=workloads.spread_subset, Variant=timing.Variant,
+                           cost_row=cost.cost_row, parse_args=cost.parse_args)
 
 
 def test_kalm_shapes_reproduce_the_paper_non_embedding_parameters():
@@ -89,7 +85,7 @@ def test_cost_rows_follow_the_report_schema(bench, tmp_path):
                       units=2, unit="pair", flops=1e9, run=lambda: None)
     summary = {"online/large/r4": {"ms_per_pair": {"median": 2.0, "min": 1.5, "max": 2.5}, "gflops": 0.5,
                                    "fraction_of_ceiling": 0.4}}
-    row = bench.cost_row(v, summary, 31.0, "cpu", "bfloat16", rel={"min": 30.0, "max": 32.0}, flop=33.0)
+    row = bench.cost_row(v, summary, 31.0, "cpu", "bfloat16", rel={"min": 30.0, "max": 32.0}, flop=33.0).to_json()
     path = tmp_path / "cost.json"
     path.write_text(json.dumps({"schema": "kalm-eval/cost-benchmark", "schema_version": 1, "rows": [row]}))
     loaded = load_cost_benchmark(path)

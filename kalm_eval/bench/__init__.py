@@ -1,0 +1,1 @@
+"""Benchmarks of the harness (the scripts in scripts/ are their command lines)."""
