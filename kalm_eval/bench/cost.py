@@ -40,6 +40,7 @@ The result file: kalm_eval/bench/record.py (`CostBenchmark`, written and read by
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -80,17 +81,23 @@ from kalm_eval.fbnl.passages import PassageEncoder
 from kalm_eval.fbnl.pooling import pooled_length
 from kalm_eval.fbnl.prompts import passage_token_ids, prompt_token_ids
 from kalm_eval.fbnl.scorer import DecoderScorer
+from kalm_eval.records import compression_label
+from kalm_eval.rerank.base import Variant as RerankVariant
 from kalm_eval.rerank.kalm import KalmReranker
+from kalm_eval.report.paper import load_paper
 from kalm_eval.testing.reference import FullLogitsScorer, ReferenceScorer
 from kalm_eval.testing.shapes import BASELINE_ROWS, KALM_SHAPES, build_random_baseline, build_random_kalm
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout (scripts/, results/); its parent holds shared/data
 
-PAPER_RELATIVE = {  # v1 "relative online cost" column (analytic, formula not published); Nano = 1.0x
-    "KaLM-Reranker-V1-Nano": 1.0, "KaLM-Reranker-V1-Small": 6.9, "KaLM-Reranker-V1-Large": 43.7,
-    "Qwen3-Reranker-0.6B": 42.4, "Qwen3-Reranker-4B": 236.8, "Qwen3-Reranker-8B": 539.7,
-    "bge-reranker-v2-gemma": 81.3,
-}
+@functools.cache
+def paper_relative_cost(model: str) -> float | None:
+    """The v1 paper's "relative online cost" of a row (analytic, formula not published; Nano = 1.0x), read from
+    the published numbers (results/paper/v1/cost.yaml), not restated here."""
+    cell, _ = load_paper("v1").relative_cost(model)
+    return None if cell is None else cell.value
+
+
 DEFAULT_SUBSET_CPU = {"small": 2, "large": 1, "qwen3-reranker-0.6b": 2, "bge-reranker-v2-m3": 2,
                       "bge-reranker-v2-gemma": 1, "qwen3-reranker-4b": 1, "qwen3-reranker-8b": 1}
 
@@ -194,18 +201,18 @@ class Bench:
         self.nano_pooled = pooled
         variants = [self.ceiling_variant(dims, "nano", "nano", len(rows))]
         for r in ratios:
-            variants.append(self.online_variant(nano, "nano", rows, r, pooled[r], f"online/nano/r{r}"))
+            variants.append(self.online_variant(nano, "nano", rows, r, pooled[r], f"online/nano/{compression_label(r)}"))
         prompts = [self.prompt_ids[self.work.pairs[i][0]] for i in rows]
         ref = FullLogitsScorer(nano, batch_size=a.batch_size)
         head = sum(dims.vocab_head(self.q_len[i]) for i in rows)
         for r in a.ref_ratios if not a.no_reference else []:
             states = pooled[r]
             variants.append(self.add(Variant(
-                key=f"ref-same/nano/r{r}", kind="ref-same", model="reference-style (same pooled states)", shape="nano",
+                key=f"ref-same/nano/{compression_label(r)}", kind="ref-same", model="reference-style (same pooled states)", shape="nano",
                 r=r, units=len(rows), unit="pair", flops=self.kalm_flops(dims, rows, r, reference=True) + head,
                 run=lambda states=states: ref.score(prompts, states),
                 warmup=None if self._full_warmup else (lambda states=states: ref.score(prompts[:2], states[:2])),
-                companion=f"online/nano/r{r}", ceiling="ceiling/nano")))
+                companion=f"online/nano/{compression_label(r)}", ceiling="ceiling/nano")))
         chunk = self.work.chunk(rows)
         triples = self.work.triples(rows)
         docs = sorted({self.work.pairs[i][1] for i in rows})
@@ -224,17 +231,17 @@ class Bench:
             online = self.kalm_flops(dims, rows, r)
             stock = self.kalm_flops(dims, rows, r, reference=True)
             variants.append(self.add(Variant(
-                key=f"ours-e2e/nano/r{r}", kind="ours-e2e", model="KalmReranker (encode once + decoder)",
+                key=f"ours-e2e/nano/{compression_label(r)}", kind="ours-e2e", model="KalmReranker (encode once + decoder)",
                 shape="nano", r=r, units=len(rows), unit="pair", flops=enc_flops + online,
-                run=lambda reranker=reranker, r=r: reranker.score_chunk(chunk).scores[f"r{r}"],
+                run=lambda reranker=reranker, r=r: reranker.score_chunk(chunk).scores[RerankVariant(compression=r).label],
                 warmup=None if self._full_warmup else (lambda reranker=reranker: reranker.score_chunk(self.work.chunk(rows[:2]))),
                 ceiling="ceiling/nano", extra={"passages": len(docs)})))
             variants.append(self.add(Variant(
-                key=f"ref-e2e/nano/r{r}", kind="ref-e2e", model="ReferenceScorer (encode per pair + full forward)",
+                key=f"ref-e2e/nano/{compression_label(r)}", kind="ref-e2e", model="ReferenceScorer (encode per pair + full forward)",
                 shape="nano", r=r, units=len(rows), unit="pair", flops=enc_pair_flops + stock + head,
                 run=lambda reference=reference, r=r: reference.score(triples, r),
                 warmup=None if self._full_warmup else (lambda reference=reference, r=r: reference.score(triples[:2], r)),
-                companion=f"ours-e2e/nano/r{r}", ceiling="ceiling/nano")))
+                companion=f"ours-e2e/nano/{compression_label(r)}", ceiling="ceiling/nano")))
         self.block("nano", variants, 0.0)
 
     def nano_companions(self, nano: LoadedModel, label: str, rows: list[int], ratios: Sequence[int]) -> list[Variant]:
@@ -242,7 +249,7 @@ class Bench:
         throughput efficiency (a batch of 1-2 Nano prompts leaves a CPU mostly idle; a 4B model's does not)."""
         rows = (rows * -(-self.args.batch_size // len(rows)))[: max(len(rows), self.args.batch_size)]
         pooled = self.pooled_for(nano, rows, ratios)
-        return [self.online_variant(nano, "nano", rows, r, pooled[r], f"nano@{label}/r{r}", kind="nano-companion")
+        return [self.online_variant(nano, "nano", rows, r, pooled[r], f"nano@{label}/{compression_label(r)}", kind="nano-companion")
                 for r in ratios]
 
     def kalm_size_block(self, nano: LoadedModel, shape: str) -> None:
@@ -257,8 +264,8 @@ class Bench:
         variants = [self.ceiling_variant(dims, shape, shape, len(rows))]
         variants += self.nano_companions(nano, shape, rows, a.ratios)
         for r in a.ratios:
-            v = self.online_variant(loaded, shape, rows, r, pooled[r], f"online/{shape}/r{r}")
-            v.companion = f"nano@{shape}/r{r}"
+            v = self.online_variant(loaded, shape, rows, r, pooled[r], f"online/{shape}/{compression_label(r)}")
+            v.companion = f"nano@{shape}/{compression_label(r)}"
             variants.append(v)
         for r in a.size_reference_ratios if not a.no_reference else []:
             ref = FullLogitsScorer(loaded, batch_size=a.batch_size)
@@ -266,11 +273,11 @@ class Bench:
             head = sum(dims.vocab_head(self.q_len[i]) for i in rows)
             states = pooled[r]
             variants.append(self.add(Variant(
-                key=f"ref-same/{shape}/r{r}", kind="ref-same", model="reference-style (same pooled states)",
+                key=f"ref-same/{shape}/{compression_label(r)}", kind="ref-same", model="reference-style (same pooled states)",
                 shape=shape, r=r, units=len(rows), unit="pair", flops=self.kalm_flops(dims, rows, r, reference=True) + head,
                 run=lambda states=states, ref=ref, prompts=prompts: ref.score(prompts, states),
                 warmup=None if self._full_warmup else (lambda states=states, ref=ref, prompts=prompts: ref.score([p[:16] for p in prompts[:1]], [s[:4] for s in states[:1]])),
-                companion=f"online/{shape}/r{r}", ceiling=f"ceiling/{shape}")))
+                companion=f"online/{shape}/{compression_label(r)}", ceiling=f"ceiling/{shape}")))
         self.block(shape, variants, build_s)
         del loaded, pooled, variants
         gc.collect()
@@ -387,7 +394,7 @@ def report(bench: Bench, summary: dict[str, Any]) -> list[CostRow]:
     for r, v in sorted(nano_online.items()):
         rows.append(cost_row(v, S, 1.0, device, bench.dtype_name))
         log(f"  {v.model:<26} {r:>3} {v.units:>5} {S[v.key]['ms_per_pair']['median']:>10.2f} {1.0:>9.2f}x "
-            f"{1.0:>10.2f}x {PAPER_RELATIVE[v.model]:>16.1f}x")
+            f"{1.0:>10.2f}x {paper_relative_cost(v.model):>16.1f}x")
     for v in V.values():
         if v.kind not in ("online", "baseline") or v.shape == "nano" or not v.companion:
             continue
@@ -395,7 +402,7 @@ def report(bench: Bench, summary: dict[str, Any]) -> list[CostRow]:
         flops = flop_ratio(bench, v.key, v.companion)
         v.extra["flop_model_relative"] = flops
         rows.append(cost_row(v, S, rel["median"], device, bench.dtype_name, rel=rel, flop=flops))
-        paper = PAPER_RELATIVE.get(v.model)
+        paper = paper_relative_cost(v.model)
         log(f"  {v.model:<26} {'-' if v.r is None else v.r:>3} {v.units:>5} {S[v.key]['ms_per_pair']['median']:>10.2f} "
             f"{rel['median']:>9.2f}x {flops:>10.2f}x {'n/a' if paper is None else f'{paper:.1f}x':>17}"
             + ("" if v.r is not None else "  (vs Nano r=4)"))
@@ -420,7 +427,7 @@ def cost_row(v: Variant, S: dict, relative: float, device: str, dtype: str, rel=
         relative_range=(round(rel["min"], 4), round(rel["max"], 4)) if rel else None,
         flop_model_relative=round(flop, 3) if flop else None,
         fraction_of_ceiling=round(s["fraction_of_ceiling"], 4) if "fraction_of_ceiling" in s else None,
-        mfu=round(s["mfu"], 5) if "mfu" in s else None, paper_relative_cost=PAPER_RELATIVE.get(v.model))
+        mfu=round(s["mfu"], 5) if "mfu" in s else None, paper_relative_cost=paper_relative_cost(v.model))
 
 
 def parse_mapping(text: str) -> dict[str, int]:
@@ -598,7 +605,6 @@ def rerank_speed(bench: Bench, nano: LoadedModel, full: dict[str, Any], n_querie
     KalmReranker.score_chunk per unit (each passage encoded once, then decoder-only scoring), then the harness's
     warm latency probe (rerank/latency.py). Nano shape, random weights."""
     from kalm_eval.records import Candidate, RankedList
-    from kalm_eval.rerank.base import Variant as RerankVariant
     from kalm_eval.rerank.engine import RerankJob
     from kalm_eval.rerank.latency import latency_chunk, measure_latency
 
@@ -627,13 +633,13 @@ def rerank_speed(bench: Bench, nano: LoadedModel, full: dict[str, Any], n_querie
     for rows in job.unit_pairs():
         out = reranker.score_chunk(job.scoring_chunk(rows, full["passages"].__getitem__))
         encode_s += out.counters["encode_seconds"]
-        score_s += out.variant_counters[f"r{r}"]["score_seconds"]
+        score_s += out.variant_counters[RerankVariant(compression=r).label]["score_seconds"]
     bench.timer.sync()
     total = time.perf_counter() - started
     per_batch = min(depth, a.batch_size)
     chunk = latency_chunk(rankings, pairs_per_batch=per_batch, count=12, query_text=full["queries"].__getitem__,
                           instruction=full["instruction"], passage_text=full["passages"].__getitem__)
-    latency = measure_latency(reranker, chunk, RerankVariant(f"r{r}", {"compression": r}), pairs_per_batch=per_batch,
+    latency = measure_latency(reranker, chunk, RerankVariant(compression=r), pairs_per_batch=per_batch,
                               warmup=2 if len(chunk.queries) > 4 else 1) if chunk else None
     result = {"queries": len(rankings), "pairs": job.pairs, "passages": job.unique_texts, "units": job.chunks,
               "compression": r, "total_s": total, "encode_s": encode_s, "score_s": score_s,

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kalm_eval.records import compression_label
 from kalm_eval.report import labels
 from kalm_eval.result import ResultRecord
 from kalm_eval.storage import atomic_open, write_json_atomic
@@ -160,9 +161,9 @@ def model_name_and_revision(record: ResultRecord) -> tuple[str, str]:
         name, revision = str(model.checkpoint), model.revision or NO_REVISION
     steps = labels.cascade_steps(record)
     if steps:
-        revision += "-cascade-" + "-".join(f"{depth}r{r}" for depth, r in steps)
+        revision += "-cascade-" + "-".join(f"{depth}{compression_label(r)}" for depth, r in steps)
     elif record.compression is not None:
-        revision += f"-r{record.compression}"
+        revision += f"-{compression_label(record.compression)}"
     return _safe_name(name), _safe(revision)
 
 
