@@ -119,8 +119,10 @@ class RunConfig:
 
     def probe_paths(self) -> None:
         """Create the cache and output locations and prove they are writable, before any work is spent."""
-        places = [("cache_dir", self.cache_dir), ("results_dir", self.results_dir)]
-        if self.output_dir is not None:
+        places = [("cache_dir", self.cache_dir)]
+        if self.output_dir is None:  # results go to results_dir; with output_dir the run never touches it
+            places.append(("results_dir", self.results_dir))
+        else:
             places.append(("output_dir", self.output_dir.parent))
             if self.output_dir.exists() and not self.output_dir.is_dir():
                 raise ConfigError(f"output_dir={self.output_dir}: is a file, not a directory")

@@ -29,7 +29,7 @@ from kalm_eval.pipeline import Reranking, checked_candidates
 from kalm_eval.records import Candidate, RankedList
 from kalm_eval.rerank.engine import RerankJob
 from kalm_eval.storage import read_json
-from tests.conftest import REPO_ROOT, shared_dataset
+from tests.conftest import shared_dataset
 from tests.helpers import run_overrides
 
 
@@ -180,7 +180,7 @@ def test_nan_in_a_run_file_is_one_line_naming_file_and_line_exit_2(scifact):
     proc = subprocess.run([sys.executable, "-m", "kalm_eval", "benchmark=beir/scifact", *data, "retriever=trec_run",
                            f"retriever.path={given}", f"cache_dir={scifact.tmp / 'cache'}",
                            f"output_dir={scifact.tmp / 'nan'}", "progress=false"],
-                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+                          capture_output=True, text=True, cwd=scifact.tmp, timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"kalm-eval: error: {given}:3: score 'nan' is not a finite number (nan, inf and values beyond the float "
