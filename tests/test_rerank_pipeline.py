@@ -74,7 +74,9 @@ def test_final_run_is_reranked_head_then_first_stage_tail(sweep):
 
 def test_tail_drop_keeps_the_reranked_head_only(sweep):
     tmp, common, outputs = sweep
-    [dropped] = run_overrides(*common, "compression=4", "reranker.tail=drop", f"output_dir={tmp / 'r4-drop'}")
+    # its own cache: rerank units it left in the sweep's cache would serve test_rerun_skips_... (which needs to encode)
+    own_cache = [c for c in common if not c.startswith("cache_dir=")] + [f"cache_dir={tmp / 'cache-drop'}"]
+    [dropped] = run_overrides(*own_cache, "compression=4", "reranker.tail=drop", f"output_dir={tmp / 'r4-drop'}")
     assert outputs[1].name == "r4"
     full, head = rows(outputs[1] / "run.reranked.trec.gz"), rows(dropped / "run.reranked.trec.gz")
     for qid in dict.fromkeys(r[0] for r in full):
