@@ -86,3 +86,18 @@ def test_suite_end_to_end_bm25_on_lmeb_fixture(tmp_path, monkeypatch):
 def test_load_dataset_refuses_a_suite(tmp_path):
     with pytest.raises(DataError, match="is a suite"):
         load_dataset(OmegaConf.to_container(_compose("benchmark=beir").benchmark, resolve=True), tmp_path)
+
+
+def test_run_path_placeholder_names_each_member(tmp_path):
+    """`retriever.path="runs/{dataset}.trec.gz"`: every member of a suite reads its own run file (run and plan alike)."""
+    from kalm_eval.config import RunConfig
+
+    cfg = _compose("benchmark=beir", "retriever=trec_run", 'retriever.path="runs/{dataset}.trec.gz"',
+                   f"cache_dir={tmp_path}")
+    paths = {u.name: RunConfig.from_hydra(u.config, probe_paths=False).retriever.settings.path
+             for u in expand_units(cfg)}
+    assert paths["beir/nq"] == "runs/nq.trec.gz" and paths["beir/webis-touche2020"] == "runs/webis-touche2020.trec.gz"
+    assert len(set(paths.values())) == 13
+    single = _compose("benchmark=miracl/sw", "retriever=trec_run", 'retriever.path="r/{dataset}/{dataset}.gz"',
+                      f"cache_dir={tmp_path}")
+    assert RunConfig.from_hydra(single, probe_paths=False).retriever.settings.path == "r/sw/sw.gz"
