@@ -258,7 +258,9 @@ def calibrate(root: str | Path, model: str, dtype: str | None = None, device: st
         reranker = (raw.get("protocol") or {}).get("reranker") or {}
         if timings.get("encode_s") is None or (config.get("model") or {}).get("name") != model:
             continue
-        rec_dtype, rec_device = str(latency.get("dtype")), str(latency.get("device"))
+        logged = ((raw.get("provenance") or {}).get("logged_knobs") or {}).get("model") or {}
+        rec_dtype = str(((reranker.get("model") or {}).get("model") or {}).get("dtype") or latency.get("dtype"))
+        rec_device = str(latency.get("device") or logged.get("device"))  # a run too small for a latency probe
         if (dtype and rec_dtype != dtype) or (device and not rec_device.startswith(device)):
             continue
         seen.add((rec_dtype, rec_device))

@@ -13,23 +13,34 @@ scale (e.g. `kalm-eval benchmark=beir ... ` with one worker, the same overrides 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from kalm_eval.testing.rehearsal import Rehearsal, markdown, write
+from kalm_eval.testing.rehearsal import Rehearsal, compare_trees, markdown, write
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("suite", choices=("beir", "miracl"))
+    parser.add_argument("suite", choices=("beir", "miracl"), nargs="?")
     parser.add_argument("--scale", type=float, default=0.05)
-    parser.add_argument("--work", type=Path, required=True, help="data, caches, results, logs (outside the repo)")
+    parser.add_argument("--work", type=Path, help="data, caches, results, logs (outside the repo)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--compression", default="[1,4,32]")
     parser.add_argument("--kill-at", type=float, default=0.4, help="share of the planned units written before kill -9")
     parser.add_argument("--calibrate", help="results tree for plan.calibrate (same model, dtype, device)")
     parser.add_argument("--reference", help="results tree of an uninterrupted run to compare byte for byte")
     parser.add_argument("--out", type=Path, required=True, help="results/rehearsal/<name> (.json and .md are added)")
+    parser.add_argument("--recompare", action="store_true",
+                        help="only compare --out's recorded results tree with --reference again and rewrite --out")
     args = parser.parse_args(argv)
+    if args.recompare:
+        summary = json.loads(args.out.with_suffix(".json").read_text())
+        summary["identical_to_reference"] = compare_trees(Path(summary["work"]) / "results", Path(args.reference))
+        write(summary, args.out)
+        print(markdown(summary))
+        return
+    if not args.suite or not args.work:
+        parser.error("give a suite and --work")
     rehearsal = Rehearsal(args.suite, args.scale, args.work.resolve(), workers=args.workers,
                           compression=args.compression, kill_at=args.kill_at, calibrate=args.calibrate,
                           reference=args.reference)

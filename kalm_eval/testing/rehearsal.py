@@ -84,8 +84,10 @@ class Rehearsal:
         out = open(self.work / "logs" / f"{name}.log", "w")
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=self.work), time.perf_counter(), out
 
-    def finish(self, name: str, proc: subprocess.Popen, started: float, out: Any, note: str = "") -> Stage:
-        _, status, usage = os.wait4(proc.pid, 0)
+    def finish(self, name: str, proc: subprocess.Popen, started: float, out: Any, note: str = "",
+               waited: tuple[int, Any] | None = None) -> Stage:
+        """Reap the child (or take what `reaped` found) and record its wall time and peak RSS (ru_maxrss)."""
+        status, usage = waited if waited is not None else os.wait4(proc.pid, 0)[1:]
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.close()
         stage = Stage(name, time.perf_counter() - started, usage.ru_maxrss / 1024, proc.returncode, note)
@@ -144,11 +146,12 @@ class Rehearsal:
                 killed = True
                 self.log(f"worker {victim} started again (resume)")
             for i, (proc, started, out) in list(procs.items()):
-                if proc.poll() is None:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # never Popen.poll: it reaps without rusage
+                if pid == 0:
                     continue
                 del procs[i]
                 name = f"worker{i}" + ("-resumed" if killed and i == victim else "")
-                self.finish(name, proc, started, out)
+                self.finish(name, proc, started, out, waited=(status, usage))
             if procs and time.perf_counter() >= next_status:
                 self.status(f"{time.perf_counter() - run_started:.0f} s into the run")
                 next_status = time.perf_counter() + self.status_every_s
@@ -259,18 +262,25 @@ def _gunzip(path: Path) -> bytes:
 
 
 def compare_trees(ours: Path, reference: Path) -> dict[str, Any]:
-    """Every record of `ours` against the record with the same signature under `reference`: the files' bytes
-    (gzip files also decompressed) and the metric values (metrics.json `stages`)."""
-    def by_signature(root: Path) -> dict[str, Path]:
-        return {json.loads((d / RECORD_FILE).read_text())["signature"]: d for d in find_record_dirs(root)}
+    """Every record of `ours` against the reference record of the same dataset and compression (signatures differ
+    when the data sits elsewhere: a given run file's path is part of its identity): the files' bytes (gzip files
+    also decompressed) and the metric values (metrics.json `stages`)."""
+    def by_variant(root: Path) -> dict[tuple[str, Any], Path]:
+        out = {}
+        for d in find_record_dirs(root):
+            raw = json.loads((d / RECORD_FILE).read_text())
+            reranker = (raw.get("protocol") or {}).get("reranker") or {}
+            if reranker:
+                out[(raw["dataset"], reranker.get("compression"))] = d
+        return out
 
-    mine, theirs = by_signature(ours), by_signature(reference)
+    mine, theirs = by_variant(ours), by_variant(reference)
     result = {"records": len(mine), "matched": 0, "identical_bytes": 0, "identical_content": 0,
               "identical_metrics": 0, "differences": []}
-    for signature, directory in sorted(mine.items()):
-        other = theirs.get(signature)
+    for key, directory in sorted(mine.items(), key=lambda kv: str(kv[0])):
+        other = theirs.get(key)
         if other is None:
-            result["differences"].append(f"{directory}: no reference record with signature {signature[:12]}")
+            result["differences"].append(f"{directory}: no reference record for {key}")
             continue
         result["matched"] += 1
         same_bytes = same_content = True
@@ -289,7 +299,7 @@ def compare_trees(ours: Path, reference: Path) -> dict[str, Any]:
                     result["differences"].append(f"{a}: content differs from {b}")
         metrics_a = json.loads((directory / RECORD_FILE).read_text())["stages"]
         metrics_b = json.loads((other / RECORD_FILE).read_text())["stages"]
-        result["identical_bytes"] += same_bytes
+        result["identical_bytes"] += same_bytes  # records whose four files are byte-identical
         result["identical_content"] += same_content
         if metrics_a == metrics_b:
             result["identical_metrics"] += 1
@@ -303,7 +313,9 @@ def markdown(summary: dict[str, Any]) -> str:
              f"compression={summary['compression']}, {summary['workers']} workers", "",
              f"load average at the end {tuple(round(x, 2) for x in summary['load_average'])} on {summary['cpus']} CPUs; "
              f"run wall {summary['run_wall_s']:.0f} s, rehearsal wall {summary['total_wall_s']:.0f} s; "
-             f"calibrated from {summary['calibrated_from'] or 'nothing (no time figures)'}", "",
+             f"calibrated from {summary['calibrated_from'] or 'nothing (no time figures)'}; planned wall for "
+             f"{summary['workers']} workers {_planned_wall(summary)}; timed stages of all datasets "
+             f"{summary['timed_stage_sum_s']:.0f} s", "",
              "| stage | wall s | peak RSS MB | exit | note |", "|---|---:|---:|---:|---|"]
     lines += [f"| {s['name']} | {s['wall_s']:.1f} | {s['peak_rss_mb']:.0f} | {s['returncode']} | {s['note']} |"
               for s in summary["stages"]]
@@ -333,6 +345,11 @@ def markdown(summary: dict[str, Any]) -> str:
     lines += ["", f"suite summary lists {len(summary['suite_summary_units'])} units; report names "
                   f"{sum(summary['report_lists_datasets'].values())}/{len(summary['report_lists_datasets'])} datasets", ""]
     return "\n".join(lines)
+
+
+def _planned_wall(summary: dict[str, Any]) -> str:
+    wall = (summary.get("plan_total") or {}).get("wall_s")
+    return f"{wall['value']:.0f} s" if wall else "— (not calibrated)"
 
 
 def write(summary: dict[str, Any], out: Path) -> None:
