@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from kalm_eval.testing.rehearsal import Rehearsal, compare_trees, markdown, write
+from kalm_eval.testing.rehearsal import Rehearsal, compare_trees, markdown, per_dataset, write
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,11 +31,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reference", help="results tree of an uninterrupted run to compare byte for byte")
     parser.add_argument("--out", type=Path, required=True, help="results/rehearsal/<name> (.json and .md are added)")
     parser.add_argument("--recompare", action="store_true",
-                        help="only compare --out's recorded results tree with --reference again and rewrite --out")
+                        help="recount --out's results tree (per dataset; with --reference, the comparison) and rewrite --out")
     args = parser.parse_args(argv)
     if args.recompare:
-        summary = json.loads(args.out.with_suffix(".json").read_text())
-        summary["identical_to_reference"] = compare_trees(Path(summary["work"]) / "results", Path(args.reference))
+        summary = json.loads(Path(f"{args.out}.json").read_text())
+        results = Path(summary["work"]) / "results"
+        summary["datasets"] = per_dataset(results)
+        summary["timed_stage_sum_s"] = sum(d["timed_s"] for d in summary["datasets"].values())
+        if args.reference:
+            summary["identical_to_reference"] = compare_trees(results, Path(args.reference))
         write(summary, args.out)
         print(markdown(summary))
         return

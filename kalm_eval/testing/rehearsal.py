@@ -227,6 +227,10 @@ def per_dataset(results: Path) -> dict[str, dict[str, Any]]:
                                               "encode_s": timings.get("encode_s"), "score_s": 0.0, "total_s": 0.0,
                                               "units": (timings.get("units") or {}).get("total")})
         row["records"] += 1
+        latency = timings.get("latency") or {}
+        row["latency_probe_s"] = row.get("latency_probe_s", 0.0) + (  # estimated: its batches x ms/pair p50
+            (latency.get("timed_batches", 0) + latency.get("warmup_batches", 0)) * latency.get("pairs_per_batch", 0)
+            * latency.get("ms_per_pair_p50", 0.0) / 1000)
         row["decoder_tokens"] += counts.get("prompt_tokens", 0)
         row["score_s"] += timings.get("score_s") or 0.0
         row["total_s"] = max(row["total_s"], timings.get("total_s") or 0.0)
@@ -331,6 +335,11 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {name} | {cell('pairs')} | {cell('unique_passages')} | {cell('encoder_tokens')} | "
                      f"{cell('decoder_tokens')} | {planned} / {wall['actual_run_total_s']:.1f} | "
                      f"{summary['datasets'][name]['timed_s']:.1f} |")
+    datasets = summary["datasets"].values()
+    lines += ["", f"harness: timed stages (first stage, model load, encode, score) {summary['timed_stage_sum_s']:.1f} s, "
+                  f"latency probes (estimated) {sum(d.get('latency_probe_s', 0.0) for d in datasets):.1f} s, the "
+                  f"pipeline's own total_s {sum(d['total_s'] for d in datasets):.1f} s, summed over datasets as "
+                  "recorded by the worker that wrote each record"]
     lines += ["", "| total | plan | actual | plan / actual |", "|---|---:|---:|---:|"]
     for figure, row in summary["plan_vs_actual"]["total"].items():
         lines.append(f"| {figure} | {row['plan']:,} | {row['actual']:,} | {row['ratio']:.4f} |")
@@ -354,5 +363,5 @@ def _planned_wall(summary: dict[str, Any]) -> str:
 
 def write(summary: dict[str, Any], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out.with_suffix(".json"), summary)
-    out.with_suffix(".md").write_text(markdown(summary))
+    write_json_atomic(Path(f"{out}.json"), summary)  # not with_suffix: names like beir-0.05 hold a dot
+    Path(f"{out}.md").write_text(markdown(summary))
