@@ -348,7 +348,7 @@ def markdown(summary: dict[str, Any]) -> str:
     if "identical_to_reference" in summary:
         ident = summary["identical_to_reference"]
         lines += ["", f"reference comparison: {ident['matched']}/{ident['records']} records matched by signature, "
-                      f"{ident['identical_bytes']} byte-identical files, {ident['identical_content']} identical after "
+                      f"{ident['identical_bytes']} with all four files byte-identical, {ident['identical_content']} identical after "
                       f"gunzip, {ident['identical_metrics']} identical metric values; differences: "
                       f"{ident['differences'][:5] or 'none'}"]
     lines += ["", f"suite summary lists {len(summary['suite_summary_units'])} units; report names "
