@@ -38,6 +38,7 @@ class Stage:
     peak_rss_mb: float | None
     returncode: int
     note: str = ""
+    cpu_s: float | None = None  # user + system (the wall on a machine shared with other jobs says less)
 
 
 @dataclass
@@ -90,7 +91,8 @@ class Rehearsal:
         status, usage = waited if waited is not None else os.wait4(proc.pid, 0)[1:]
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.close()
-        stage = Stage(name, time.perf_counter() - started, usage.ru_maxrss / 1024, proc.returncode, note)
+        stage = Stage(name, time.perf_counter() - started, usage.ru_maxrss / 1024, proc.returncode, note,
+                      usage.ru_utime + usage.ru_stime)
         self.stages.append(stage)
         self.log(f"{name}: exit {proc.returncode}, {stage.wall_s:.1f} s, peak RSS {stage.peak_rss_mb:.0f} MB {note}")
         return stage
@@ -320,8 +322,8 @@ def markdown(summary: dict[str, Any]) -> str:
              f"calibrated from {summary['calibrated_from'] or 'nothing (no time figures)'}; planned wall for "
              f"{summary['workers']} workers {_planned_wall(summary)}; timed stages of all datasets "
              f"{summary['timed_stage_sum_s']:.0f} s", "",
-             "| stage | wall s | peak RSS MB | exit | note |", "|---|---:|---:|---:|---|"]
-    lines += [f"| {s['name']} | {s['wall_s']:.1f} | {s['peak_rss_mb']:.0f} | {s['returncode']} | {s['note']} |"
+             "| stage | wall s | CPU s | peak RSS MB | exit | note |", "|---|---:|---:|---:|---:|---|"]
+    lines += [f"| {s['name']} | {s['wall_s']:.1f} | {_cpu(s)} | {s['peak_rss_mb']:.0f} | {s['returncode']} | {s['note']} |"
               for s in summary["stages"]]
     lines += ["", "| dataset | pairs (plan / actual) | unique passages | encoder tokens | decoder tokens | "
               "wall s (plan / run total_s) | timed stages s |", "|---|---|---|---|---|---|---:|"]
@@ -354,6 +356,10 @@ def markdown(summary: dict[str, Any]) -> str:
     lines += ["", f"suite summary lists {len(summary['suite_summary_units'])} units; report names "
                   f"{sum(summary['report_lists_datasets'].values())}/{len(summary['report_lists_datasets'])} datasets", ""]
     return "\n".join(lines)
+
+
+def _cpu(stage: dict[str, Any]) -> str:
+    return "—" if stage.get("cpu_s") is None else f"{stage['cpu_s']:.1f}"
 
 
 def _planned_wall(summary: dict[str, Any]) -> str:
