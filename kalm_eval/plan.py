@@ -437,7 +437,7 @@ def main(cfg: DictConfig) -> None:
               + f", harness {calibration.fixed_s:.1f} s per dataset + {calibration.per_pair_s * 1e3:.3f} ms per pair "
               f"(model load {calibration.model_load_s:.1f} s)")
         if wall:
-            print(f"wall time with {settings.workers} worker(s): {_hours(sum(wall))} ({sum(wall):,.0f} s)")
+            print(f"wall time with {settings.workers} worker(s): {sum(wall):,.0f} s ({sum(wall) / 3600:.2f} h)")
     if settings.output:
         write_json_atomic(Path(settings.output), to_json(plans, settings))
         print(f"figures written to {settings.output}")
