@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cycles", type=int, default=10)
     parser.add_argument("--scale", type=float, default=0.02)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-delay", type=float, default=0.9,
+                        help="kill within this share of the reference run's wall (more workers finish sooner)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
@@ -72,28 +74,28 @@ def main(argv: list[str] | None = None) -> None:
     reference_s = float(wall_file.read_text())  # kills land anywhere in a run this long
     cycles = []
     for cycle in range(args.cycles):
-        root = work / f"cycle{cycle}"
+        root = work / f"seed{args.seed}-cycle{cycle}"
         base = overrides(data, root / "cache", root / "results")
         first, resume = rng.randint(1, 3), rng.randint(1, 3)
-        delay = rng.uniform(2.0, max(3.0, reference_s * 0.9))
-        procs = workers(base, first, logs, f"cycle{cycle}-start")
+        delay = rng.uniform(2.0, max(3.0, reference_s * args.max_delay))
+        procs = workers(base, first, logs, f"seed{args.seed}-cycle{cycle}-start")
         victim = rng.randrange(first)
         time.sleep(delay)
         killed_at = None
         if procs[victim].poll() is None:
             os.kill(procs[victim].pid, signal.SIGKILL)
-            lines = (logs / f"cycle{cycle}-start-w{victim}.log").read_text(errors="replace").strip().splitlines()
+            lines = (logs / f"seed{args.seed}-cycle{cycle}-start-w{victim}.log").read_text(errors="replace").strip().splitlines()
             killed_at = lines[-1][-160:] if lines else "(no output yet: imports / config)"
         for proc in procs:
             proc.wait()
-        for proc in workers(base, resume, logs, f"cycle{cycle}-resume"):
+        for proc in workers(base, resume, logs, f"seed{args.seed}-cycle{cycle}-resume"):
             proc.wait()
-        closing = subprocess.run(["kalm-eval", *base], stdout=open(logs / f"cycle{cycle}-closing.log", "w"),
+        closing = subprocess.run(["kalm-eval", *base], stdout=open(logs / f"seed{args.seed}-cycle{cycle}-closing.log", "w"),
                                  stderr=subprocess.STDOUT)
         compared = compare_trees(root / "results", reference / "results")
         identical = (closing.returncode == 0 and compared["matched"] == compared["records"] == 9
                      and compared["identical_bytes"] == compared["identical_metrics"] == 9)
-        row = {"cycle": cycle, "workers_at_start": first, "killed_worker": victim, "delay_s": round(delay, 1),
+        row = {"cycle": f"{args.seed}/{cycle}", "workers_at_start": first, "killed_worker": victim, "delay_s": round(delay, 1),
                "killed_while": killed_at or "(had already finished)", "workers_at_resume": resume,
                "closing_exit": closing.returncode, "identical": identical,
                "compared": {k: v for k, v in compared.items() if k != "differences"},
