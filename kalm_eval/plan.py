@@ -65,6 +65,7 @@ class PlanSettings:
     calibrate: str | None = None
     workers: int | None = None
     output: str | None = None
+    calibration: Calibration | None = None  # filled by make_plan from `calibrate`, not a config key
 
 
 @dataclass
@@ -400,7 +401,7 @@ def make_plan(cfg: DictConfig) -> tuple[list[UnitPlan], tuple[int, ...], PlanSet
                 calibration = calibrate(settings.calibrate, model_name, dtype, device)
             apply_calibration(plan, calibration, compressions, workers)
         plans.append(plan)
-    settings.calibration = calibration  # type: ignore[attr-defined]
+    settings.calibration = calibration
     settings.workers = workers
     return plans, compressions, settings
 
@@ -414,7 +415,7 @@ def to_json(plans: list[UnitPlan], settings: PlanSettings) -> dict[str, Any]:
         if parts and len(parts) == len(plans):
             total[name] = {"value": sum(getattr(p, name) for p in parts),
                            "basis": COUNTED if all(p.basis.get(name) == COUNTED for p in parts) else ESTIMATED}
-    calibration = getattr(settings, "calibration", None)
+    calibration = settings.calibration
     return {"units": units, "total": total, "workers": settings.workers,
             "calibration": calibration.to_dict() if calibration else None,
             "assumptions": {"tokens_per_word": settings.tokens_per_word, "prompt_tokens": settings.prompt_tokens,
@@ -428,7 +429,7 @@ def main(cfg: DictConfig) -> None:
     except KalmEvalError as err:
         exit_with(err, "kalm-eval-plan")
     print(render(plans, compressions))
-    calibration = getattr(settings, "calibration", None)
+    calibration = settings.calibration
     if calibration is not None:
         wall = [p.wall_s for p in plans if p.wall_s is not None]
         print(f"\ncalibrated from {calibration.runs} run(s) under {calibration.source} ({calibration.model}, "
