@@ -90,7 +90,7 @@ class RunConfig:
         """The same from a plain mapping with the config's keys (results_dir defaults to results/runs)."""
         resolved = {"results_dir": "results/runs", **resolved}
         benchmark = _benchmark(resolved.get("benchmark"))
-        retriever = _retriever(resolved.get("retriever") or {})
+        retriever = _retriever(for_dataset(resolved.get("retriever") or {}, benchmark))
         reranker, model = _reranker_and_model(resolved.get("reranker") or {}, resolved.get("model") or {}, retriever.depth)
         config = cls(
             benchmark=benchmark,
@@ -182,6 +182,22 @@ def _benchmark(benchmark: Any) -> dict[str, Any]:
     except (TypeError, ValueError) as err:
         raise ConfigError(f"benchmark.quirks: {err}") from None
     return benchmark
+
+
+DATASET_PLACEHOLDER = "{dataset}"
+
+
+def dataset_short_name(benchmark: dict[str, Any]) -> str:
+    """nq for beir/nq, sw for miracl/sw, LoCoMo for lmeb/LoCoMo: what `{dataset}` stands for."""
+    return str(benchmark.get("name", "")).split("/", 1)[-1]
+
+
+def for_dataset(values: dict[str, Any], benchmark: dict[str, Any]) -> dict[str, Any]:
+    """`{dataset}` in a retriever string setting, replaced by this dataset's short name, so one override gives each
+    member of a suite its own file: `retriever.path="runs/{dataset}.trec.gz"` -> runs/nq.trec.gz, runs/sw.trec.gz
+    (the run, the plan and the status alike: each builds one RunConfig per member)."""
+    short = dataset_short_name(benchmark)
+    return {k: v.replace(DATASET_PLACEHOLDER, short) if isinstance(v, str) else v for k, v in values.items()}
 
 
 def _retriever(values: dict[str, Any]) -> RetrieverSpec:

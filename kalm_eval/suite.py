@@ -135,7 +135,8 @@ def run_suite(cfg: DictConfig, *, runner: Callable | None = None,
     for i, (unit, run_cfg) in enumerate(zip(units, run_configs), start=1):
         key = signature_of(run_cfg.key())  # every unit gets its own signature-named record directory
         done = ledger.get(unit.name)
-        finished = done and done.get("key") == key and all((Path(p) / "metrics.json").exists() for p in done["records"])
+        finished = done and done.get("key") == key and done.get("records") and \
+            all((Path(p) / "metrics.json").exists() for p in done["records"])
         if finished and not force:
             log.info("[%d/%d] %s: already done (same config), skipping", i, len(units), unit.name)
             results[unit.name] = [Path(p) for p in done["records"]]
@@ -149,6 +150,8 @@ def run_suite(cfg: DictConfig, *, runner: Callable | None = None,
             ledger.pop(unit.name, None)
             continue
         results[unit.name] = records
+        if not records:  # a job-array worker that left the merge to the worker completing the last unit
+            continue  # (never ledgered as done: a resume must run it again, and finds what is there)
         ledger[unit.name] = {"key": key, "records": [str(p) for p in records]}
         write_json_atomic(ledger_path, ledger)  # after every unit, so an interrupted suite resumes
     write_json_atomic(ledger_path, ledger)

@@ -8,7 +8,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from kalm_eval.config import RunConfig
+from kalm_eval.errors import ConfigError
 from kalm_eval.plan import PlanSettings, make_plan, plan_unit
 from kalm_eval.status import unit_status
 from tests.helpers import compose_config, run_overrides
@@ -95,3 +98,29 @@ def test_plan_states_the_disk_a_run_writes_and_the_free_space(tmp_path):
     assert f"results {tmp_path / 'results'} 4.6 MB (free " in line
     # the shipped MIRACL configs (11 languages without stopwords) plan too
     assert disk_line(compose_config("benchmark=miracl", "retriever=bm25")).startswith("disk (estimate): cache_dir ")
+
+
+def test_calibration_from_records(tmp_path):
+    """Throughputs and the harness's own time (fixed + per pair) fitted from records of the same model."""
+    import json
+
+    from kalm_eval.plan import calibrate
+
+    for n, pairs in enumerate((100, 200, 400)):
+        for r, score_s in ((1, pairs / 50), (4, pairs / 100)):
+            record = tmp_path / f"d{n}" / f"r{r}"
+            record.mkdir(parents=True)
+            record.joinpath("metrics.json").write_text(json.dumps({
+                "dataset": f"d{n}", "signature": f"s{n}{r}", "stages": {},
+                "protocol": {"first_stage": {"signature": f"f{n}"},
+                             "reranker": {"compression": r, "model": {"model": {"dtype": "float32"}}}},
+                "timings": {"encode_s": 2.0, "score_s": score_s, "model_load_s": 1.0,
+                            "total_s": 2.0 + 3 * pairs / 100 + 5.0 + 0.01 * pairs},
+                "counts": {"pairs": pairs, "passages_encoded": 40},
+                "provenance": {"config": {"model": {"name": "tiny"}}, "logged_knobs": {"model": {"device": "cpu"}}}}))
+    cal = calibrate(tmp_path, "tiny")
+    assert cal.runs == 3 and (cal.dtype, cal.device) == ("float32", "cpu")
+    assert cal.passages_per_s == pytest.approx(20.0) and cal.pairs_per_s == pytest.approx({1: 50.0, 4: 100.0})
+    assert cal.fixed_s == pytest.approx(5.0) and cal.per_pair_s == pytest.approx(0.01)
+    with pytest.raises(ConfigError, match="no reranked record of model 'nano'"):
+        calibrate(tmp_path, "nano")

@@ -157,3 +157,47 @@ def test_bm25_runs_on_every_miracl_language(tmp_path):
     summary = read_json(Path(done.stdout.strip().splitlines()[-1]))
     assert summary["complete"] and not summary["failures"]
     assert all(summary["units"][f"miracl/{lang}"]["scores"]["first_stage"] > 0 for lang in LANGUAGES)
+
+
+def test_run_path_placeholder_names_each_member(tmp_path):
+    """`retriever.path="runs/{dataset}.trec.gz"`: every member of a suite reads its own run file (run and plan alike)."""
+    from kalm_eval.config import RunConfig
+
+    cfg = _compose("benchmark=beir", "retriever=trec_run", 'retriever.path="runs/{dataset}.trec.gz"',
+                   f"cache_dir={tmp_path}")
+    paths = {u.name: RunConfig.from_hydra(u.config, probe_paths=False).retriever.settings.path
+             for u in expand_units(cfg)}
+    assert paths["beir/nq"] == "runs/nq.trec.gz" and paths["beir/webis-touche2020"] == "runs/webis-touche2020.trec.gz"
+    assert len(set(paths.values())) == 13
+    single = _compose("benchmark=miracl/sw", "retriever=trec_run", 'retriever.path="r/{dataset}/{dataset}.gz"',
+                      f"cache_dir={tmp_path}")
+    assert RunConfig.from_hydra(single, probe_paths=False).retriever.settings.path == "r/sw/sw.gz"
+
+
+def test_a_unit_that_wrote_no_record_is_not_done(tmp_path, monkeypatch):
+    """A job-array worker whose dataset still misses another worker's units returns no record: the ledger must not
+    call that unit done, or the resume and every later pass skip it and its records are never written (found by
+    scripts/failure_injection.py: a worker killed with kill -9, the others finished, the resume skipped all)."""
+    monkeypatch.chdir(tmp_path)
+    cfg = _compose("benchmark=beir", f"output_dir={tmp_path / 'suite'}", f"cache_dir={tmp_path / 'cache'}")
+    with open_dict(cfg):
+        for name in list(cfg.benchmark.datasets):
+            if name not in ("scifact", "nfcorpus"):
+                del cfg.benchmark.datasets[name]
+    calls: list[str] = []
+
+    def array_worker(run_cfg):  # the other worker's units are missing: nothing to write yet
+        calls.append(run_cfg.benchmark["name"])
+        return []
+
+    run_suite(cfg, runner=array_worker)
+    assert read_json(tmp_path / "suite" / "summary.json")["missing_units"] == ["beir/nfcorpus", "beir/scifact"]
+
+    def resumed(run_cfg):
+        calls.append(run_cfg.benchmark["name"])
+        return _record(tmp_path / "records" / run_cfg.benchmark["name"].replace("/", "__"), run_cfg.benchmark["name"], 0.5)
+
+    calls.clear()
+    run_suite(cfg, runner=resumed)
+    assert calls == ["beir/nfcorpus", "beir/scifact"]  # run again, not skipped
+    assert read_json(tmp_path / "suite" / "summary.json")["missing_units"] == []

@@ -3,7 +3,8 @@
 A RerankJob is the work of one run: every query's head at the rerank depth as (query, passage) pairs, in the
 first-stage file's order, plus the unique candidate passages and the sha256 of each passage text. The unique texts
 are hash-partitioned by digest into n = ceil(texts / chunk_passages) chunks; a unit is one chunk: its passages and
-every pair that involves them. Worker `c % world` computes unit c: the reranker encodes the chunk's passages once,
+every pair that involves them. Worker `(c + o) % world` computes unit c, o a number read from the units directory's
+key (so the one-unit datasets of a suite do not all fall to worker 0): the reranker encodes the chunk's passages once,
 scores its pairs at every variant, and the unit is written atomically as `units/<c>.npz` (pair indices, margin and
 P(yes) per variant, cost counters); then the chunk's states are dropped, so memory is bounded by the chunk, not the
 dataset. An existing unit is never recomputed; a unit being computed has an `<c>.inflight` marker (host, pid).
@@ -158,6 +159,14 @@ class UnitDirectory:
     def done(self, c: int) -> bool:
         return self.unit(c).exists()
 
+    def worker_offset(self) -> int:
+        """A stable number per run (the directory is named by the hex signature of its key), added to the unit
+        index before `Workers.mine`: every worker of a run reads the same one."""
+        try:
+            return int(self.path.name[:8], 16)
+        except ValueError:
+            return 0
+
     def status(self, total: int) -> dict[str, Any]:
         done = sum(1 for c in range(total) if self.done(c))
         markers = [p for p in self.path.glob("*.inflight") if not self.unit(int(p.stem)).exists()]
@@ -185,7 +194,8 @@ def compute_units(job: RerankJob, reranker: Reranker, units: UnitDirectory, work
     """Compute this worker's missing units; returns how many it computed. Progress: units, passages encoded and
     pairs scored (a reranker that reports finer steps calls `on_progress(kind, n)`)."""
     pairs_of = job.unit_pairs()
-    mine = [c for c in range(job.chunks) if workers.mine(c) and not units.done(c)]
+    offset = units.worker_offset()
+    mine = [c for c in range(job.chunks) if workers.mine(c + offset) and not units.done(c)]
     label = workers.label()
     digests = np.array(job.digests)
     bars = {"unit": progress_bar(total=len(mine), desc=f"{label}rerank units", unit="unit", enabled=show_progress),

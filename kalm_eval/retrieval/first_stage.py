@@ -56,12 +56,8 @@ def first_stage(dataset: Dataset, spec: RetrieverSpec, cache_dir: Path, *, force
     workers = workers or Workers()
     fam = family(spec.name)
     retriever = fam.build(spec.settings, cache_dir=cache_dir, workers=workers, progress=progress)
-    source = retriever.identity()
-    tie_break = getattr(retriever, "tie_break", TIE_BREAK)
-    key = {"dataset": dataset.identity(), "source": source, "depth": spec.depth, "tie_break": tie_break}
+    key, path, manifest_path = _cache_entry(retriever, dataset, spec, cache_dir)
     signature = signature_of(key)
-    path = cache_dir / "first_stage" / dataset.name.replace("/", "__") / f"{signature[:16]}.trec.gz"
-    manifest_path = path.with_name(path.name.replace(".trec.gz", ".manifest.json"))
     if not workers.distributed:
         return _ensure(retriever, dataset, spec.depth, key, path, manifest_path, force)
     if fam.corpus_side and (force or _cached(path, manifest_path, signature) is None):
@@ -73,6 +69,20 @@ def first_stage(dataset: Dataset, spec: RetrieverSpec, cache_dir: Path, *, force
         if run is None:
             raise RuntimeError(f"{path}: the main worker did not leave a valid first-stage run")
     return run
+
+
+def cached_first_stage(dataset: Dataset, spec: RetrieverSpec, cache_dir: Path) -> FirstStageRun | None:
+    """The cached run of `spec` over `dataset` if there is a valid one; nothing is computed (kalm-eval-plan)."""
+    retriever = family(spec.name).build(spec.settings, cache_dir=cache_dir, workers=Workers(), progress=False)
+    key, path, manifest_path = _cache_entry(retriever, dataset, spec, cache_dir)
+    return _cached(path, manifest_path, signature_of(key))
+
+
+def _cache_entry(retriever, dataset: Dataset, spec: RetrieverSpec, cache_dir: Path) -> tuple[dict[str, Any], Path, Path]:
+    tie_break = getattr(retriever, "tie_break", TIE_BREAK)
+    key = {"dataset": dataset.identity(), "source": retriever.identity(), "depth": spec.depth, "tie_break": tie_break}
+    path = cache_dir / "first_stage" / dataset.name.replace("/", "__") / f"{signature_of(key)[:16]}.trec.gz"
+    return key, path, path.with_name(path.name.replace(".trec.gz", ".manifest.json"))
 
 
 def _ensure(retriever, dataset: Dataset, depth: int, key: dict[str, Any], path: Path, manifest_path: Path,

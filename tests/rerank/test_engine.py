@@ -186,3 +186,20 @@ def test_a_cached_unit_holding_a_non_finite_score_is_named_discarded_and_recompu
     assert compute_units(the_job, FakeReranker(), units, Workers(), TEXTS.__getitem__) == 1
     again = merge_units(the_job, FakeReranker().variants(), units)
     assert np.array_equal(again.margin["r1"], reference.margin["r1"])
+
+
+def test_which_worker_computes_a_unit_turns_with_the_run(tmp_path):
+    """Unit c goes to worker (c + offset) % world, the offset read from the run's units key: a suite of one-unit
+    datasets does not load worker 0 alone, and the workers of one run still split its units exactly."""
+    from kalm_eval.rerank.engine import UnitDirectory
+
+    the_job, reranker = job(), FakeReranker()
+    done = {}
+    for offset in (0, 1):
+        units = UnitDirectory(tmp_path / f"{offset:08x}{'0' * 16}")
+        units.path.mkdir()
+        assert units.worker_offset() == offset
+        compute_units(the_job, reranker, units, Workers(1, 2), TEXTS.__getitem__)
+        done[offset] = {c for c in range(the_job.chunks) if units.done(c)}
+    assert done[0] == {c for c in range(the_job.chunks) if c % 2 == 1}
+    assert done[1] == {c for c in range(the_job.chunks) if c % 2 == 0}  # the other half
