@@ -59,7 +59,6 @@ class PlanSettings:
     pairs_per_s: float | dict[str, float] | None = None
     passages_per_s: float | None = None
     cost_benchmark: str | None = None
-    d_model: dict[str, int] = field(default_factory=dict)
     state_bytes: int = 2
     count: bool = True
     token_sample: int = 20_000
@@ -117,7 +116,7 @@ def plan_unit(name: str, cfg: RunConfig, settings: PlanSettings, throughput: dic
     prompt = settings.prompt_tokens + math.ceil((instruction_words + sizes.get("query_words", 0)) * settings.tokens_per_word)
     plan.encoder_tokens = plan.unique_passages * plan.passage_tokens
     plan.decoder_tokens = plan.pairs * prompt * len(compressions)
-    width = settings.d_model.get(getattr(cfg.model, "name", ""), 0)
+    width = getattr(cfg.model, "d_model", None) or 0  # the preset's shape (kalm_eval.catalogue); 0 = not stated
     for r in compressions:
         plan.vectors[r] = math.ceil(plan.passage_tokens / r)
         plan.all_bytes[r] = plan.unique_passages * plan.vectors[r] * width * settings.state_bytes

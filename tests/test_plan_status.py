@@ -23,7 +23,7 @@ def test_plan_numbers_for_scifact_by_hand(tmp_path):
     cfg = compose_config("benchmark=beir/scifact", "reranker=kalm", "model=large", "compression=[1,32]",
                          "cache.persist_compression=[32]", f"cache_dir={tmp_path}")
     run_cfg = RunConfig.from_hydra(cfg, probe_paths=False)
-    settings = PlanSettings(tokens_per_word=1.4, prompt_tokens=49, d_model={"large": 2560}, pairs_per_s=100.0,
+    settings = PlanSettings(tokens_per_word=1.4, prompt_tokens=49, pairs_per_s=100.0,
                             passages_per_s=50.0)
     plan = plan_unit("beir/scifact", run_cfg, settings, {1: 100.0, 32: 100.0})
     assert (plan.queries, plan.corpus, plan.pairs) == (300, 5183, 300 * 100)
