@@ -2,7 +2,7 @@
 
 Rules, all recorded in each result:
 - the evaluated order is the run's rank order (scores are replaced by descending rank values before scoring); every
-  run kalm-eval ranks is in trec_eval's order of its scores (retrieval.runfile.trec_order, checked by write_trec),
+  run kalm-eval ranks is in trec_eval's order of its scores (kalm_eval.ranking.trec_order, checked by write_trec),
   so the metric equals trec_eval's on the written run file, ties included (tests/test_trec_eval_parity.py);
 - with the ignore_identical_ids quirk, a hit whose doc id equals the query id is dropped first;
 - a judged query with no retrieved documents scores 0 (trec_eval -c), so the mean is over all judged queries."""

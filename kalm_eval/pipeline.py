@@ -44,7 +44,7 @@ from kalm_eval.storage import atomic_open, copy_atomic, signature_of
 
 log = logging.getLogger(__name__)
 
-# The written score of a reranked candidate is its margin, so the reranked order is runfile.trec_order of the margins
+# The written score of a reranked candidate is its margin, so the reranked order is ranking.trec_order of the margins
 # (ties of identical passage texts included): the written run ranks exactly as trec_eval reads it.
 RERANK_TIE_BREAK = "margin desc, then doc id desc (trec_eval's order of the written run)"
 SCORES_HEADER = "query_id\tdoc_id\tfirst_stage_rank\tfirst_stage_score\tmargin\tp_yes"
