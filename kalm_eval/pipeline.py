@@ -224,7 +224,7 @@ class Reranking:
 
     # ---- what to write ----------------------------------------------------------------------------------------
     def _plans(self, reranker: Reranker) -> list[RecordPlan]:
-        base = {"name": self.settings.name, "model": reranker.identity(), "depth": self.settings.depth,
+        base = {"name": self.settings.name, "model": reranker.identity().as_dict(), "depth": self.settings.depth,
                 "instruction": self.settings.instruction, "tail": self.settings.tail, "tie_break": RERANK_TIE_BREAK,
                 "score": "margin"}
         model_label = f"{self.cfg.retriever.name}-{self.cfg.model.name}"

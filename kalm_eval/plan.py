@@ -39,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from kalm_eval.bench.record import CostBenchmarkError, load_cost_benchmark
 from kalm_eval.config import CONFIG_PATH, RunConfig
 from kalm_eval.errors import ConfigError, DataError, KalmEvalError, exit_with
+from kalm_eval.report.labels import loaded_model
 from kalm_eval.result import RECORD_FILE, find_record_dirs
 from kalm_eval.run_status import read_status, status_path
 from kalm_eval.space import estimate
@@ -260,7 +261,7 @@ def calibrate(root: str | Path, model: str, dtype: str | None = None, device: st
         if timings.get("encode_s") is None or (config.get("model") or {}).get("name") != model:
             continue
         logged = ((raw.get("provenance") or {}).get("logged_knobs") or {}).get("model") or {}
-        rec_dtype = str(((reranker.get("model") or {}).get("model") or {}).get("dtype") or latency.get("dtype"))
+        rec_dtype = str(loaded_model(reranker.get("model") or {}).get("dtype") or latency.get("dtype"))
         rec_device = str(latency.get("device") or logged.get("device"))  # a run too small for a latency probe
         if (dtype and rec_dtype != dtype) or (device and not rec_device.startswith(device)):
             continue

@@ -1,7 +1,7 @@
 """What the report calls things, read from exactly the keys the pipeline writes.
 
-- the reranker model: protocol.reranker.model (the reranker's identity: checkpoint, revision, dtype,
-  weights_fingerprint ...; KaLM's fbnl identity nests the loaded model's part under "model"), the preset name
+- the reranker model: protocol.reranker.model (the reranker's identity: its "checkpoint" block with checkpoint,
+  revision, dtype, weights_fingerprint ...; older records: under "model" for KaLM, flat for baselines), the preset name
   provenance.config.model.name (nano / small / qwen3_reranker_0.6b ...) and, for a local checkpoint, the folder
   provenance.config.model.path, and the checkpoint generation provenance.config.model.generation (r1 | r2; absent =
   unknown, e.g. records written before generations were recorded, random or unnamed local checkpoints);
@@ -50,7 +50,10 @@ class ModelIdentity:
 
 
 def loaded_model(identity: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint part of a reranker identity: top level, or under "model" (KaLM's fbnl identity)."""
+    """The checkpoint part of a reranker identity: its "checkpoint" block (rerank.base.Identity); records written
+    before that record existed have it under "model" (KaLM) or at the top level (the baselines)."""
+    if isinstance(identity.get("checkpoint"), dict):
+        return identity["checkpoint"]
     if "checkpoint" not in identity and isinstance(identity.get("model"), dict):
         return identity["model"]
     return identity

@@ -6,7 +6,7 @@ The engine (rerank/engine.py) hands a reranker its work in *chunks*: a set of un
 
     class Reranker(Protocol):
         name: str                                 # registry name (conf/reranker/<name>.yaml)
-        def identity(self) -> dict                # everything about model + inputs that affects a score
+        def identity(self) -> Identity            # everything about model + inputs that affects a score
         def variants(self) -> list[Variant]       # scored conditions; each becomes one result record
         def score_chunk(self, chunk) -> ChunkScores
         def latency_probe(self, chunk, variant, batch_size) -> LatencyProbe   # warm, separately timed online cost
@@ -43,6 +43,21 @@ class Variant:
     def protocol(self) -> dict[str, Any]:
         """What it adds to protocol.reranker (and so to the record's signature)."""
         return {} if self.compression is None else {"compression": self.compression}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Everything about a reranker that affects its scores, in one shape for every family: `checkpoint` = the weights
+    and how they are loaded (hub id or "local", revision, weights / tokenizer fingerprints, dtype, kernel ...),
+    `inputs` = how pairs are fed and read (lengths, templates, padding, instruction, score rule). Written (protocol
+    reranker.model, unit keys) as {"family", "checkpoint": {...}, **inputs}."""
+
+    family: str
+    checkpoint: dict[str, Any]
+    inputs: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"family": self.family, "checkpoint": dict(self.checkpoint), **self.inputs}
 
 
 @dataclass(frozen=True)
@@ -84,7 +99,7 @@ class Reranker(Protocol):
     name: str
     on_progress: Callable[[str, int], None] | None  # set by the engine: ("encode" | "score", how many just done)
 
-    def identity(self) -> dict[str, Any]: ...
+    def identity(self) -> Identity: ...
 
     def variants(self) -> list[Variant]: ...
 
@@ -103,8 +118,9 @@ class PairwiseReranker(ABC):
     on_progress: Callable[[str, int], None] | None = None
 
     @abstractmethod
-    def identity(self) -> dict[str, Any]:
-        """Checkpoint (+ revision / weights fingerprint), dtype, max length, prompt template hash, score rule."""
+    def identity(self) -> Identity:
+        """Checkpoint (+ revision / weights fingerprint, dtype) and inputs (max length, prompt template hash, score
+        rule)."""
 
     @abstractmethod
     def score_pairs(self, triples: Sequence[tuple[str, str | None, str]]) -> list[PairScore]:

@@ -39,6 +39,7 @@ from kalm_eval.knobs import knob
 from kalm_eval.storage import sha256_text
 
 from kalm_eval.records import PairScore
+from kalm_eval.rerank.base import Identity
 
 from .hf_common import (
     TokenIdReranker,
@@ -145,14 +146,14 @@ class BgeGemmaReranker(TokenIdReranker):
         """Validate `model` (conf/model/bge_reranker_v2_gemma.yaml) and load the checkpoint."""
         return cls(parse_settings(BgeGemmaSettings, model, family=cls.name), batch_size=batch_size)
 
-    def identity(self) -> dict[str, Any]:
+    def identity(self) -> Identity:
         s = self.settings
-        return {
-            "family": self.name,
+        return Identity(self.name, checkpoint={
             **self.source.identity(),
             "tokenizer_fingerprint": tokenizer_fingerprint(self.tokenizer),
             "dtype": self.dtype,
             "attn_implementation": s.attn_implementation,
+        }, inputs={
             "max_length": s.max_length,
             "query_max_length": s.effective_query_max_length,
             "prompt_template_sha256": prompt_template_sha256(s.prompt),
@@ -162,7 +163,7 @@ class BgeGemmaReranker(TokenIdReranker):
             "instruction": "ignored (one fixed task prompt: model.prompt)",
             "yes_id": self.yes_id,
             "score": SCORE_RULE,
-        }
+        })
 
     def encode(self, triples: Sequence[tuple[str, str | None, str]]) -> list[list[int]]:
         """Token ids of each pair in FlagEmbedding's layout (see the module docstring)."""

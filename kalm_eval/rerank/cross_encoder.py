@@ -28,6 +28,7 @@ from kalm_eval.errors import ConfigError
 from kalm_eval.knobs import knob
 
 from kalm_eval.records import PairScore
+from kalm_eval.rerank.base import Identity
 
 from .hf_common import (
     CheckpointReranker,
@@ -82,21 +83,21 @@ class CrossEncoderReranker(CheckpointReranker):
         """Validate `model` (conf/model/<cross-encoder preset>.yaml) and load the checkpoint."""
         return cls(parse_settings(CrossEncoderSettings, model, family=cls.name), batch_size=batch_size)
 
-    def identity(self) -> dict[str, Any]:
+    def identity(self) -> Identity:
         s = self.settings
-        return {
-            "family": self.name,
+        return Identity(self.name, checkpoint={
             **self.source.identity(),
             "tokenizer_fingerprint": tokenizer_fingerprint(self.model.tokenizer),
             "dtype": self.dtype,
-            "max_length": s.max_length,
             "trust_remote_code": s.trust_remote_code,
+        }, inputs={
+            "max_length": s.max_length,
             "input": INPUT_RULE,
             "instruction": "ignored (a plain cross-encoder reads only the query and the passage)",
             "prompt_template_sha256": None,  # no prompt: the tokenizer's own pair layout
             "predict_default_activation": self.default_activation,
             "score": SCORE_RULE,
-        }
+        })
 
     def score_pairs(self, triples: Sequence[tuple[str, str | None, str]]) -> list[PairScore]:
         if not triples:

@@ -177,7 +177,7 @@ class UnitDirectory:
 
 def unit_directory(cache_dir: Path, dataset: str, reranker: Reranker, variants: list[Variant], job: RerankJob
                    ) -> UnitDirectory:
-    key = {"reranker": reranker.identity(), "variants": [v.protocol for v in variants], "job": job.fingerprint()}
+    key = {"reranker": reranker.identity().as_dict(), "variants": [v.protocol for v in variants], "job": job.fingerprint()}
     if getattr(reranker, "reads_first_stage_scores", False):  # the control family: its units follow the scores too
         key["first_stage_scores"] = hashlib.sha256(np.asarray(job.pair_score, "<f8").tobytes()).hexdigest()
     path = cache_dir / "rerank_units" / dataset.replace("/", "__") / signature_of(key)[:24]
@@ -294,10 +294,9 @@ def check_unit_scores(job: RerankJob, pairs: np.ndarray, arrays: dict[str, np.nd
 
 
 def model_name(reranker: Reranker) -> str:
-    """`family checkpoint@revision`, from the reranker's identity (KaLM nests it under "model")."""
-    identity = reranker.identity()
-    inner = identity.get("model") if isinstance(identity.get("model"), dict) else identity
-    checkpoint, revision = inner.get("checkpoint"), inner.get("revision")
+    """`family checkpoint@revision`, from the checkpoint block of the reranker's identity."""
+    checkpoint_block = reranker.identity().checkpoint
+    checkpoint, revision = checkpoint_block.get("checkpoint"), checkpoint_block.get("revision")
     name = f"{reranker.name} {checkpoint}" if checkpoint else reranker.name
     return f"{name}@{revision}" if revision else name
 

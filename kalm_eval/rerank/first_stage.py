@@ -19,7 +19,7 @@ import numpy as np
 from kalm_eval.errors import InvariantError
 from kalm_eval.knobs import from_mapping, knob
 from kalm_eval.records import PairScore
-from kalm_eval.rerank.base import ChunkScores, LatencyProbe, ScoringChunk, Variant
+from kalm_eval.rerank.base import ChunkScores, Identity, LatencyProbe, ScoringChunk, Variant
 
 SCORE_RULE = "the pair's first-stage score (float64); p_yes = sigmoid(score)"
 
@@ -56,8 +56,8 @@ class FirstStageReranker:
     def build(cls, model: Any, settings: Any, context: Any) -> FirstStageReranker:
         return cls()
 
-    def identity(self) -> dict[str, Any]:
-        return {"family": self.name, "score": SCORE_RULE}
+    def identity(self) -> Identity:
+        return Identity(self.name, checkpoint={}, inputs={"score": SCORE_RULE})
 
     def variants(self) -> list[Variant]:
         return [self.SINGLE]

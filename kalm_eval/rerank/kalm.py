@@ -23,7 +23,7 @@ from kalm_eval.fbnl.prompts import DEFAULT_INSTRUCTION, ENCODER_TEMPLATE, PAD_TO
 from kalm_eval.fbnl.scorer import DecoderScorer
 from kalm_eval.fbnl.spec import ModelSpec
 from kalm_eval.fbnl.synthetic import build_model
-from kalm_eval.rerank.base import ChunkScores, LatencyProbe, ScoringChunk, Variant
+from kalm_eval.rerank.base import ChunkScores, Identity, LatencyProbe, ScoringChunk, Variant
 from kalm_eval.rerank.settings import RerankContext, RerankSettings
 from kalm_eval.storage import sha256_text
 
@@ -57,11 +57,10 @@ class KalmReranker:
                    encode_batch_size=settings.encode_batch_size, cache=cache, persist=persist)
 
     # ---- identity ---------------------------------------------------------------------------------------------
-    def identity(self) -> dict[str, Any]:
+    def identity(self) -> Identity:
         """Everything about the model and inputs that affects scores (the compression is per variant)."""
         spec = self.loaded.spec
-        return {
-            "model": dict(self.loaded.identity),
+        return Identity(self.name, checkpoint=dict(self.loaded.identity), inputs={
             "doc_max_len": spec.doc_max_len,
             "query_max_len": spec.query_max_len,
             "prompt_template_sha256": prompt_template_sha256(),
@@ -71,7 +70,7 @@ class KalmReranker:
             "no_id": self.loaded.no_id,
             "pooling_rule": POOLING_RULE,
             "score": "margin=z_yes-z_no (float32), p_yes=sigmoid(margin), last non-padding decoder position",
-        }
+        })
 
     def variants(self) -> list[Variant]:
         return [Variant(compression=r) for r in self.compression]

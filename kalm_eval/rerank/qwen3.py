@@ -41,6 +41,7 @@ from kalm_eval.knobs import knob
 from kalm_eval.storage import sha256_text
 
 from kalm_eval.records import PairScore
+from kalm_eval.rerank.base import Identity
 
 from .hf_common import (
     TokenIdReranker,
@@ -139,17 +140,17 @@ class Qwen3Reranker(TokenIdReranker):
         """Validate `model` (conf/model/qwen3_*.yaml) and load the checkpoint."""
         return cls(parse_settings(Qwen3Settings, model, family=cls.name), batch_size=batch_size)
 
-    def identity(self) -> dict[str, Any]:
+    def identity(self) -> Identity:
         s = self.settings
         instruction_source = {MODEL_CARD_INSTRUCTION: "Qwen3-Reranker model card",
                               MTEB_DEFAULT_INSTRUCTION: "mteb Qwen3RerankerWrapper"}.get(s.default_instruction,
                                                                                          "custom")
-        return {
-            "family": self.name,
+        return Identity(self.name, checkpoint={
             **self.source.identity(),
             "tokenizer_fingerprint": tokenizer_fingerprint(self.tokenizer),
             "dtype": self.dtype,
             "attn_implementation": s.attn_implementation,
+        }, inputs={
             "max_length": s.max_length,
             "prompt_template_sha256": prompt_template_sha256(),
             "default_instruction": s.default_instruction,
@@ -159,7 +160,7 @@ class Qwen3Reranker(TokenIdReranker):
             "yes_id": self.yes_id,
             "no_id": self.no_id,
             "score": SCORE_RULE,
-        }
+        })
 
     def encode(self, triples: Sequence[tuple[str, str | None, str]]) -> list[list[int]]:
         """Token ids of each pair exactly as the authors build them (prefix + truncated body + suffix)."""

@@ -140,9 +140,9 @@ def test_build_model_builds_named_synthetic_models():
 def test_reranker_identity_has_everything_that_affects_scores(tiny):
     identity = KalmReranker(tiny, compression=[4]).identity()
     for key in ("doc_max_len", "query_max_len", "prompt_template_sha256", "yes_id", "no_id", "pooling_rule"):
-        assert key in identity
+        assert key in identity.inputs
     for key in ("checkpoint", "revision", "dtype", "weights_fingerprint", "encoder_fingerprint"):
-        assert key in identity["model"]
+        assert key in identity.checkpoint
 
 
 @pytest.mark.slow
@@ -186,6 +186,6 @@ def test_registry_builds_the_kalm_reranker_from_model_config(tmp_path):
     reranker = kalm.build(spec, settings, RerankContext(cache_dir=tmp_path, cache=CacheSettings()))
     _, [scores], result = kalm_scores(reranker.loaded, DOCS, [(QUERY, None, list(DOCS))], 4, reranker=reranker)
     assert result.counters["passages_encoded"] == 2 and set(result.scores) == {"r1", "r4"}
-    assert len(scores) == 2 and reranker.identity()["doc_max_len"] == 64
+    assert len(scores) == 2 and reranker.identity().inputs["doc_max_len"] == 64
     with pytest.raises(ConfigError, match="model.dtpye: unknown setting"):
         kalm.parse_model({**config, "dtpye": "float32"})

@@ -50,10 +50,12 @@ def model_identity(model: str, dtype: str = "bfloat16") -> dict:
 
 
 def fbnl_identity(model: str, dtype: str = "bfloat16") -> dict:
-    """KaLM's fbnl identity as KalmReranker.identity() writes it today: the loaded model nested under "model"."""
+    """KaLM's identity as KalmReranker.identity().as_dict() writes it today: the checkpoint block nested under
+    "checkpoint", the inputs beside it (records written before rerank.base.Identity nest it under "model")."""
     flat = model_identity(model, dtype)
     outer = ("doc_max_len", "query_max_len", "score")
-    return {"model": {k: v for k, v in flat.items() if k not in outer}, **{k: flat[k] for k in outer}}
+    return {"family": "kalm", "checkpoint": {k: v for k, v in flat.items() if k not in outer},
+            **{k: flat[k] for k in outer}}
 
 
 def config_model(model: str) -> dict:

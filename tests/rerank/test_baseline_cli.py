@@ -183,7 +183,7 @@ def direct_identity(family: str, checkpoint: Path, cache_dir: Path) -> dict:
     chosen = reranker_family(family)
     reranker = chosen.build(chosen.parse_model(values), RerankSettings(name=family, batch_size=4),
                             RerankContext(cache_dir=cache_dir, cache=CacheSettings()))
-    return reranker.identity()
+    return reranker.identity().as_dict()
 
 
 @pytest.mark.parametrize("family", ["qwen3", "cross_encoder", "bge_gemma"])

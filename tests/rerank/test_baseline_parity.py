@@ -171,8 +171,8 @@ def test_qwen3_default_instruction_model_card_vs_mteb(qwen3_dir, qwen3):
     delta = max_abs_diff([s.p_yes for s in as_mteb.score_pairs(no_instruction)], mteb_default)
     print(f"\nqwen3 (default_instruction = mteb's) vs mteb without instructions: max |delta| = {delta:.3e}")
     assert delta <= TOLERANCE
-    assert qwen3.identity()["default_instruction_source"] == "Qwen3-Reranker model card"
-    assert as_mteb.identity()["default_instruction_source"] == "mteb Qwen3RerankerWrapper"
+    assert qwen3.identity().inputs["default_instruction_source"] == "Qwen3-Reranker model card"
+    assert as_mteb.identity().inputs["default_instruction_source"] == "mteb Qwen3RerankerWrapper"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -193,7 +193,7 @@ def test_cross_encoder_matches_sentence_transformers(cross_encoder, cross_encode
     print(f"\ncross_encoder vs CrossEncoder.predict: {len(PAIRS)} pairs, max |delta logit| = {delta_margin:.3e}, "
           f"max |delta predict()| = {delta_p:.3e}")
     assert delta_margin <= TOLERANCE and delta_p <= TOLERANCE
-    assert cross_encoder.identity()["predict_default_activation"] == "torch.nn.modules.activation.Sigmoid"
+    assert cross_encoder.identity().inputs["predict_default_activation"] == "torch.nn.modules.activation.Sigmoid"
     assert np.all((default > 0) & (default < 1)) and np.any(raw < 0)  # predict() really returned sigmoid(logit)
 
 
@@ -321,11 +321,12 @@ def test_batch_composition_does_not_change_scores(family, qwen3_dir, cross_encod
 def test_identity_tracks_weights_and_records_no_path(qwen3, qwen3_dir, cross_encoder, bge_gemma, tmp_path):
     other = build_tiny_qwen3(tmp_path / "other", seed=1)
     changed = Qwen3Reranker.from_config(settings("qwen3", other, max_length=QWEN3_MAX_LENGTH), batch_size=4)
-    assert changed.identity()["weights_fingerprint"] != qwen3.identity()["weights_fingerprint"]
-    assert {k: v for k, v in changed.identity().items() if k != "weights_fingerprint"} == \
-        {k: v for k, v in qwen3.identity().items() if k != "weights_fingerprint"}
+    assert changed.identity().checkpoint["weights_fingerprint"] != qwen3.identity().checkpoint["weights_fingerprint"]
+    assert {k: v for k, v in changed.identity().checkpoint.items() if k != "weights_fingerprint"} == \
+        {k: v for k, v in qwen3.identity().checkpoint.items() if k != "weights_fingerprint"}
+    assert changed.identity().inputs == qwen3.identity().inputs
     for reranker in (qwen3, changed, cross_encoder, bge_gemma):
-        identity = reranker.identity()
+        identity = {**reranker.identity().checkpoint, **reranker.identity().inputs}
         text = json.dumps(identity)
         assert str(tmp_path.parent) not in text and str(qwen3_dir) not in text and "/tmp" not in text
         assert identity["checkpoint"] == "local" and identity["revision"] is None
@@ -378,7 +379,7 @@ def test_bfloat16_scores_follow_float32(family, qwen3, cross_encoder, bge_gemma,
         "bge_gemma": (BgeGemmaReranker, gemma_dir, GEMMA_MAX_LENGTH, bge_gemma),
     }[family]
     half = cls.from_config(settings(family, directory, max_length=max_length, dtype="bfloat16"), batch_size=4)
-    assert half.identity()["dtype"] == "bfloat16" and half.describe_device()["dtype"] == "bfloat16"
+    assert half.identity().checkpoint["dtype"] == "bfloat16" and half.describe_device()["dtype"] == "bfloat16"
     low = [s.margin for s in half.score_pairs(PAIRS)]
     high = [s.margin for s in fp32.score_pairs(PAIRS)]
     # bf16 vs fp32 on these pairs, measured at 1 and 2 threads: qwen3 0.0698, cross_encoder 0.0783, bge_gemma 0.0126

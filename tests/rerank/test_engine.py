@@ -12,7 +12,7 @@ import pytest
 
 from kalm_eval.parallel import Workers
 from kalm_eval.records import Candidate, PairScore, RankedList
-from kalm_eval.rerank.base import ChunkScores, ScoringChunk, Variant
+from kalm_eval.rerank.base import ChunkScores, Identity, ScoringChunk, Variant
 from kalm_eval.rerank.engine import (IncompleteUnits, RerankJob, compute_units, merge_units, missing_units,
                                      unit_directory)
 
@@ -29,7 +29,7 @@ class FakeReranker:
         self.chunks_seen = 0
 
     def identity(self):
-        return {"fake": 1}
+        return Identity("fake", checkpoint={}, inputs={"score": "hash"})
 
     def variants(self):
         return [Variant(compression=1), Variant(compression=4)]

@@ -111,7 +111,7 @@ def test_records_cover_the_hard_cases(records):
     assert [o.name for o in outputs] == ["r1", "r4", "r32"]
     for out in outputs:
         reranker = read_json(out / "metrics.json")["protocol"]["reranker"]
-        assert reranker["instruction"] == INSTRUCTION and reranker["model"]["model"]["dtype"] == "float32"
+        assert reranker["instruction"] == INSTRUCTION and reranker["model"]["checkpoint"]["dtype"] == "float32"
     pairs = set(scores[1])
     assert pairs == set(scores[4]) == set(scores[32]) and len(pairs) >= 20
     assert any(d == "d9" for _, d in pairs) and any(q == "q4" for q, _ in pairs)  # both truncations exercised
