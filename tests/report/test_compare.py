@@ -259,10 +259,10 @@ def test_the_gate_refuses_checkpoints_fed_other_inputs(tmp_path):
     from kalm_eval.report.protocol import protocol_differences
 
     base = {"dataset": {"name": "beir/scifact"}, "reranker": {"name": "kalm", "compression": 4, "model": {
-        "model": {"checkpoint": "KaLM-Embedding/KaLM-Reranker-V1-Nano", "revision": "a" * 40}, "doc_max_len": 1024,
+        "checkpoint": {"checkpoint": "KaLM-Embedding/KaLM-Reranker-V1-Nano", "revision": "a" * 40}, "doc_max_len": 1024,
         "query_max_len": 512, "pooling_rule": "mep-v1"}}}
     other_checkpoint = copy.deepcopy(base)
-    other_checkpoint["reranker"]["model"]["model"] = {"checkpoint": "KaLM-Embedding/KaLM-Reranker-V1-Nano-R2",
+    other_checkpoint["reranker"]["model"]["checkpoint"] = {"checkpoint": "KaLM-Embedding/KaLM-Reranker-V1-Nano-R2",
                                                       "revision": "b" * 40}
     assert protocol_differences(base, other_checkpoint) == []
     longer = copy.deepcopy(other_checkpoint)

@@ -240,9 +240,10 @@ def test_cli_record(family, run_family, tmp_path):
     # model.path over the family's default preset: the preset's hub id stays as a *label* of the local copy (the
     # convention of hf_common.resolve_source and of the KaLM loader); the weights are identified by content, with
     # no revision, and the report treats a sha256 fingerprint as local weights (never matched to a paper row).
-    assert identity["checkpoint"] == preset_values(family)["hf_id"] and identity["revision"] is None
-    assert identity["weights_fingerprint"].startswith("sha256:") and len(identity["weights_fingerprint"]) == 71
-    assert identity["dtype"] == "float32" and identity["max_length"] == MAX_LENGTH[family]
+    weights = identity["checkpoint"]  # the checkpoint block (rerank.base.Identity)
+    assert weights["checkpoint"] == preset_values(family)["hf_id"] and weights["revision"] is None
+    assert weights["weights_fingerprint"].startswith("sha256:") and len(weights["weights_fingerprint"]) == 71
+    assert weights["dtype"] == "float32" and identity["max_length"] == MAX_LENGTH[family]
     assert identity == direct_identity(family, checkpoint, tmp_path)  # exactly what the family reports, nothing added
     text = json.dumps(reranker)
     assert checkpoint.name not in text and str(out.parent) not in text and "/tmp" not in text

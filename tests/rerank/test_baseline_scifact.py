@@ -81,9 +81,10 @@ def test_scifact_record(name, scifact_runs):
         assert 0.0 <= record["stages"][stage]["nDCG@10"] <= 1.0
     if name != "kalm":
         identity = reranker["model"]
-        assert identity["family"] == name and identity["checkpoint"] == "local"
-        assert identity["weights_fingerprint"].startswith("sha256:") and "compression" not in reranker
-        assert "/" not in json.dumps(identity["checkpoint"])
+        weights = identity["checkpoint"]  # the checkpoint block (rerank.base.Identity)
+        assert identity["family"] == name and weights["checkpoint"] == "local"
+        assert weights["weights_fingerprint"].startswith("sha256:") and "compression" not in reranker
+        assert "/" not in json.dumps(weights["checkpoint"])
     else:
         assert reranker["compression"] == 4
     with gzip.open(out / "run.reranked.trec.gz", "rt") as handle:  # reranked head + first-stage tail
