@@ -32,7 +32,6 @@ RUN_PER_LINE, UNIT_PER_PAIR, SCORES_PER_PAIR = 18, 16, 40
 STORE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 
 
-
 @dataclass
 class DiskNeeds:
     """Bytes a run (or a suite) will write: into cache_dir and into the result directories."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
@@ -18,3 +20,13 @@ def compose_config(*overrides: str, config_name: str = "config") -> DictConfig:
 
 def run_overrides(*overrides: str) -> list[Path]:
     return run(RunConfig.from_hydra(compose_config(*overrides)))
+
+
+def poison_unit(unit: Path, label: str, index: int, value: float) -> None:
+    """Rewrite a stored rerank unit with `value` as pair `index`'s margin of variant `label` (a damaged cache)."""
+    with np.load(unit) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays[f"margin/{label}"] = arrays[f"margin/{label}"].copy()
+    arrays[f"margin/{label}"][index] = value
+    with open(unit, "wb") as handle:
+        np.savez(handle, **arrays)

@@ -30,7 +30,7 @@ from kalm_eval.records import Candidate, RankedList
 from kalm_eval.rerank.engine import RerankJob
 from kalm_eval.storage import read_json
 from tests.conftest import shared_dataset
-from tests.helpers import run_overrides
+from tests.helpers import poison_unit, run_overrides
 
 
 def run_lines(path: Path) -> list[list[str]]:
@@ -198,12 +198,7 @@ def test_a_cached_unit_with_a_non_finite_score_is_recomputed_in_the_same_run(sci
     [directory] = set(root.glob("*")) - earlier  # this run's units
     units = [directory / "000001.npz"]
     for unit in units:
-        with np.load(unit) as data:
-            arrays = {key: data[key] for key in data.files}
-        arrays["margin/"] = arrays["margin/"].copy()
-        arrays["margin/"][3] = np.nan
-        with open(unit, "wb") as handle:
-            np.savez(handle, **arrays)
+        poison_unit(unit, "", 3, np.nan)
     caplog.set_level(logging.INFO)
     [again] = run_overrides(*args, "force=true")
     assert f"rerank unit {units[-1]} is unusable (it holds non-finite scores" in caplog.text

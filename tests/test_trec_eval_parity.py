@@ -146,6 +146,20 @@ class FirstStageFile:
         return iter(self.rankings)
 
 
+def reranking_of(tmp: Path, lines, depth: int, tail: str, cascade=None):
+    """The given run read as the pipeline reads it, its rerank job at `depth`, and the pipeline's Reranking over it
+    (only the state its ranking methods read)."""
+    rankings, _ = read_trec_validated(write_lines(tmp / "given.trec", lines), queries=set(QUERIES),
+                                      corpus=set(DOCS), depth=DEPTH, ignore_identical_ids=False, on_unknown="error",
+                                      on_duplicate="error")
+    job = RerankJob.build(rankings, depth=depth, query_text=str, instruction=None, passage_text=str,
+                          chunk_passages=4)
+    reranking = Reranking.__new__(Reranking)
+    reranking.state = SimpleNamespace(first_stage=FirstStageFile(tmp / "first_stage.trec.gz", rankings))
+    reranking.settings = SimpleNamespace(depth=depth, tail=tail, cascade=cascade)
+    return rankings, job, reranking
+
+
 @PROPERTY
 @given(case=run_and_qrels(), depth=st.integers(1, 8), tail=st.sampled_from(["first_stage", "drop"]),
        margins=st.lists(st.sampled_from([0.5, -1.25, 3.0, 0.0, -7.5]), min_size=64, max_size=64))
@@ -153,15 +167,8 @@ def test_reranked_run_as_written_ranks_like_trec_eval_and_its_metrics_equal_pytr
                                                                                          depth, tail, margins):
     lines, qrels = case
     tmp = tmp_path_factory.mktemp("rr")
-    rankings, _ = read_trec_validated(write_lines(tmp / "given.trec", lines), queries=set(QUERIES),
-                                      corpus=set(DOCS), depth=DEPTH, ignore_identical_ids=False, on_unknown="error",
-                                      on_duplicate="error")
-    job = RerankJob.build(rankings, depth=depth, query_text=str, instruction=None, passage_text=str,
-                          chunk_passages=4)
+    rankings, job, reranking = reranking_of(tmp, lines, depth, tail)
     margin = np.resize(np.asarray(margins, dtype=np.float32), job.pairs)  # float32 margins, many ties
-    reranking = Reranking.__new__(Reranking)
-    reranking.state = SimpleNamespace(first_stage=FirstStageFile(tmp / "first_stage.trec.gz", rankings))
-    reranking.settings = SimpleNamespace(depth=depth, tail=tail, cascade=None)
     reranked = list(reranking._reranked(job, margin))
     quirks = Quirks()
     result = metrics.evaluate("reranked", reranked, qrels, quirks, DEPTH)
@@ -182,19 +189,12 @@ def test_cascade_run_as_written_ranks_like_trec_eval_and_its_metrics_equal_pytre
     lines, qrels = case
     first_depth, second_depth = depths[0], min(depths)
     tmp = tmp_path_factory.mktemp("cascade")
-    rankings, _ = read_trec_validated(write_lines(tmp / "given.trec", lines), queries=set(QUERIES),
-                                      corpus=set(DOCS), depth=DEPTH, ignore_identical_ids=False, on_unknown="error",
-                                      on_duplicate="error")
-    job = RerankJob.build(rankings, depth=first_depth, query_text=str, instruction=None, passage_text=str,
-                          chunk_passages=4)
+    steps = [SimpleNamespace(depth=first_depth, compression=32), SimpleNamespace(depth=second_depth, compression=2)]
+    _, job, reranking = reranking_of(tmp, lines, first_depth, "first_stage", cascade=steps)
     values = np.asarray(margins, dtype=np.float32)
     unit_scores = SimpleNamespace(
         margin={"r32": np.resize(values[:64], job.pairs), "r2": np.resize(values[64:], job.pairs)},
         p_yes={"r32": np.full(job.pairs, 0.5), "r2": np.full(job.pairs, 0.5)})
-    steps = [SimpleNamespace(depth=first_depth, compression=32), SimpleNamespace(depth=second_depth, compression=2)]
-    reranking = Reranking.__new__(Reranking)
-    reranking.state = SimpleNamespace(first_stage=FirstStageFile(tmp / "first_stage.trec.gz", rankings))
-    reranking.settings = SimpleNamespace(depth=first_depth, tail="first_stage", cascade=steps)
     quirks = Quirks()
     for k in (1, 2):  # each step's ranking is evaluated (cascade_1, reranked) and would be written the same way
         cascaded = [ranked for ranked, _ in reranking._cascade(job, unit_scores, steps[:k])]

@@ -177,7 +177,8 @@ class UnitDirectory:
 
 def unit_directory(cache_dir: Path, dataset: str, reranker: Reranker, variants: list[Variant], job: RerankJob
                    ) -> UnitDirectory:
-    key = {"reranker": reranker.identity().as_dict(), "variants": [v.protocol for v in variants], "job": job.fingerprint()}
+    key = {"reranker": reranker.identity().as_dict(), "variants": [v.protocol for v in variants],
+           "job": job.fingerprint()}
     if getattr(reranker, "reads_first_stage_scores", False):  # the control family: its units follow the scores too
         key["first_stage_scores"] = hashlib.sha256(np.asarray(job.pair_score, "<f8").tobytes()).hexdigest()
     path = cache_dir / "rerank_units" / dataset.replace("/", "__") / signature_of(key)[:24]

@@ -15,6 +15,7 @@ from kalm_eval.records import Candidate, PairScore, RankedList
 from kalm_eval.rerank.base import ChunkScores, Identity, ScoringChunk, Variant
 from kalm_eval.rerank.engine import (IncompleteUnits, RerankJob, compute_units, merge_units, missing_units,
                                      unit_directory)
+from tests.helpers import poison_unit
 
 TEXTS = {f"d{i}": f"passage {i % 37} " + "word " * (i % 7) for i in range(120)}  # d0 and d37 share a text
 QUERIES = {f"q{i}": f"query {i}" for i in range(15)}
@@ -173,12 +174,7 @@ def test_a_non_finite_margin_is_refused_naming_pair_model_and_variant_before_any
 def test_a_cached_unit_holding_a_non_finite_score_is_named_discarded_and_recomputed(tmp_path, caplog):
     the_job, units, reference, _ = run_all(tmp_path, "x", [1])
     damaged = sorted(units.path.glob("*.npz"))[2]
-    with np.load(damaged) as data:
-        arrays = {key: data[key] for key in data.files}
-    arrays["margin/r1"] = arrays["margin/r1"].copy()
-    arrays["margin/r1"][0] = np.inf
-    with open(damaged, "wb") as handle:
-        np.savez(handle, **arrays)
+    poison_unit(damaged, "r1", 0, np.inf)
     with pytest.raises(IncompleteUnits, match="1 unit"):
         merge_units(the_job, FakeReranker().variants(), units)
     assert f"rerank unit {damaged} is unusable (it holds non-finite scores (variant 'r1'))" in caplog.text
