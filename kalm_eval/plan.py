@@ -331,13 +331,7 @@ def throughput_of(settings: PlanSettings, model_name: str, compressions: tuple[i
 
 
 def _bytes(n: int | None) -> str:
-    if n is None:
-        return "—"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} PB"
+    return "—" if n is None else human_bytes(n)
 
 
 def _count(n: int | None) -> str:
