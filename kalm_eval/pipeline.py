@@ -113,6 +113,7 @@ class _RunLogHandler(logging.FileHandler):
 def _run(cfg: RunConfig, workers: Workers, log_path: Path) -> list[Path]:
     started = time.perf_counter()
     dataset = load_dataset(cfg.benchmark, cfg.cache_dir)  # fails on missing data before any model is loaded
+    data_load_s = time.perf_counter() - started  # reading queries and qrels, opening (or building) the corpus index
     log.info("%s%s: %d queries, %d docs", workers.label(), dataset.name, len(dataset.queries), len(dataset.corpus))
     fs_started = time.perf_counter()
     fs = first_stage(dataset, cfg.retriever, cfg.cache_dir, force=cfg.force, workers=workers, progress=cfg.progress)
@@ -125,7 +126,7 @@ def _run(cfg: RunConfig, workers: Workers, log_path: Path) -> list[Path]:
                   "first_stage": {"signature": fs.signature, "source": fs.manifest["source"], "depth": depth,
                                   "tie_break": fs.manifest["tie_break"]},
                   "metrics": metrics.definitions(depth, dataset.quirks)},
-        timings={"first_stage_s": fs_seconds, "first_stage_cached": fs.reused,
+        timings={"data_load_s": data_load_s, "first_stage_s": fs_seconds, "first_stage_cached": fs.reused,
                  "first_stage_build_s": fs.manifest.get("seconds")},
         started=started,
         log_path=log_path,
@@ -184,9 +185,11 @@ class Reranking:
         pending = [p for p in plans if not _done(p.out, signature_of(p.protocol), self.cfg.force)]
         if not pending:
             return [p.out for p in plans]
+        job_started = time.perf_counter()
         job = RerankJob.build(self.state.first_stage, depth=self.settings.depth, query_text=self._query_text,
                               instruction=self.settings.instruction, passage_text=self.dataset.passage,
                               chunk_passages=self.settings.chunk_passages)
+        self.state.timings["job_build_s"] = time.perf_counter() - job_started
         if job.empty_passages:
             log.warning("%s: %d candidate passage(s) have no text (%s...); they are scored as empty documents",
                         self.dataset.name, len(job.empty_passages), job.empty_passages[:5])
@@ -206,6 +209,7 @@ class Reranking:
                          workers.label(), len(missing))
                 return []
             raise IncompleteUnits(units.path, missing)
+        merge_started = time.perf_counter()
         try:
             scores = merge_units(job, variants, units)
         except IncompleteUnits as damaged:  # named and deleted by the merge: compute them again, here, once
@@ -214,6 +218,7 @@ class Reranking:
             computed += compute_units(job, reranker, units, Workers(), self.dataset.passage,
                                       show_progress=self.cfg.progress)
             scores = merge_units(job, variants, units)
+        self.state.timings["merge_s"] = time.perf_counter() - merge_started  # a recomputed damaged unit included
         self.state.timings["units"] = {"total": job.chunks, "computed_here": computed}
         for plan in pending:
             self._write(plan, reranker, job, scores)
@@ -250,14 +255,19 @@ class Reranking:
             return
         label = plan.variant.label
         margin, p_yes = scores.margin[label], scores.p_yes[label]
+        metrics_started = time.perf_counter()
         result = metrics.evaluate("reranked", self._reranked(job, margin), self.dataset.qrels, self.dataset.quirks,
                                   self.cfg.retriever.depth)
         result.extra["recall_ceiling"] = self.state.first_stage_result.aggregate.get(f"R@{self.settings.depth}")
         query_ids, doc_ids = np.asarray(job.query_ids)[job.pair_query], np.asarray(job.doc_ids)[job.pair_doc]
         result.extra.update(metrics.roc_auc(query_ids, doc_ids, margin.astype(np.float64), self.dataset.qrels,
                                             self.dataset.quirks))
+        metrics_s = time.perf_counter() - metrics_started
+        latency_started = time.perf_counter()
         latency = self._latency(reranker, plan.variant, self.settings.depth, scores)
-        timings = {**self.state.timings, "encode_s": scores.counters.get("encode_seconds"),
+        latency_probe_s = time.perf_counter() - latency_started
+        timings = {**self.state.timings, "metrics_s": metrics_s, "latency_probe_s": latency_probe_s,
+                   "encode_s": scores.counters.get("encode_seconds"),
                    "score_s": scores.variant_counters.get(label, {}).get("score_seconds"), "latency": latency,
                    "online_ms_per_query": self.settings.depth * latency["ms_per_pair_p50"] if latency else None}
         timings["total_s"] = time.perf_counter() - self.state.started

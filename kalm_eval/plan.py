@@ -87,6 +87,7 @@ class UnitPlan:
     score_s: float | None = None
     harness_s: float | None = None  # the harness's own time for this dataset (calibrated)
     wall_s: float | None = None  # for `workers` workers (calibrated)
+    rates_from: str | None = None  # the calibration's throughputs used: of this dataset, or of all its datasets
     note: str = ""
     basis: dict[str, str] = field(default_factory=dict)  # figure -> counted | estimated
     run_file: str | None = None  # the first-stage run the counts come from
@@ -237,6 +238,9 @@ class Calibration:
     device: str
     passages_per_s: float
     pairs_per_s: dict[int, float]
+    # dataset -> its own {"passages_per_s": x, "pairs_per_s": {r: y}}: a dataset's prompts and passages have their
+    # own lengths (ArguAna's queries are whole arguments), so its own throughput predicts it best
+    per_dataset: dict[str, dict[str, Any]]
     fixed_s: float  # per dataset run: model load, data, index, latency probe ... (intercept)
     per_pair_s: float  # per pair: first-stage read, merge, metrics, record writes (slope)
     model_load_s: float  # mean, part of fixed_s
@@ -280,11 +284,10 @@ def calibrate(root: str | Path, model: str, dtype: str | None = None, device: st
         raise ConfigError(f"plan.calibrate={root}: records of {model!r} on several dtypes/devices {sorted(seen)}; "
                           "give model.dtype and model.device")
     values = list(runs.values())
-    encode = sum(r["encode_s"] for r in values)
-    pairs_per_s = {}
-    for r in sorted({c for run in values for c in run["score"]}):
-        seconds = sum(run["score"][r][0] for run in values if r in run["score"])
-        pairs_per_s[r] = sum(run["score"][r][1] for run in values if r in run["score"]) / max(seconds, 1e-9)
+    per_dataset = {}
+    for dataset in sorted({key[0] for key in runs}):
+        own = [run for key, run in runs.items() if key[0] == dataset]
+        per_dataset[dataset] = {"passages_per_s": _passages_per_s(own), "pairs_per_s": _pairs_per_s(own)}
     x = np.array([run["pairs"] for run in values], dtype=float)
     y = np.array([run["total_s"] - run["encode_s"] - sum(s for s, _ in run["score"].values()) for run in values])
     slope = 0.0
@@ -293,18 +296,35 @@ def calibrate(root: str | Path, model: str, dtype: str | None = None, device: st
     intercept = float(np.mean(y - slope * x))
     (rec_dtype, rec_device), = seen
     return Calibration(source=str(root), runs=len(values), model=model, dtype=rec_dtype, device=rec_device,
-                       passages_per_s=sum(r["passages"] for r in values) / max(encode, 1e-9), pairs_per_s=pairs_per_s,
-                       fixed_s=max(intercept, 0.0), per_pair_s=slope,
+                       passages_per_s=_passages_per_s(values), pairs_per_s=_pairs_per_s(values),
+                       per_dataset=per_dataset, fixed_s=max(intercept, 0.0), per_pair_s=slope,
                        model_load_s=float(np.mean([r["model_load_s"] for r in values])))
 
 
+def _passages_per_s(runs: list[dict[str, Any]]) -> float:
+    return sum(r["passages"] for r in runs) / max(sum(r["encode_s"] for r in runs), 1e-9)
+
+
+def _pairs_per_s(runs: list[dict[str, Any]]) -> dict[int, float]:
+    rates = {}
+    for r in sorted({c for run in runs for c in run["score"]}):
+        seconds = sum(run["score"][r][0] for run in runs if r in run["score"])
+        rates[r] = sum(run["score"][r][1] for run in runs if r in run["score"]) / max(seconds, 1e-9)
+    return rates
+
+
 def apply_calibration(plan: UnitPlan, calibration: Calibration, compressions: tuple[int, ...], workers: int) -> None:
-    """Device time from measured throughput and wall time for `workers` workers sharing the units."""
+    """Device time from measured throughput (the dataset's own when the calibration holds it at every r, else that
+    of all its datasets) and wall time for `workers` workers sharing the units."""
     if plan.pairs is None or plan.unique_passages is None:
         return
-    plan.encode_s = plan.unique_passages / calibration.passages_per_s
-    if all(r in calibration.pairs_per_s for r in compressions):
-        plan.score_s = sum(plan.pairs / calibration.pairs_per_s[r] for r in compressions)
+    own = calibration.per_dataset.get(plan.name)
+    usable = own is not None and own["passages_per_s"] > 0 and all(r in own["pairs_per_s"] for r in compressions)
+    rates = own if usable else {"passages_per_s": calibration.passages_per_s, "pairs_per_s": calibration.pairs_per_s}
+    plan.rates_from = "this dataset" if rates is own else "all datasets"
+    plan.encode_s = plan.unique_passages / rates["passages_per_s"]
+    if all(r in rates["pairs_per_s"] for r in compressions):
+        plan.score_s = sum(plan.pairs / rates["pairs_per_s"][r] for r in compressions)
     plan.harness_s = calibration.fixed_s + calibration.per_pair_s * plan.pairs
     if plan.score_s is not None:
         plan.wall_s = plan.harness_s + (plan.encode_s + plan.score_s) / workers
@@ -420,7 +440,8 @@ def make_plan(cfg: DictConfig) -> tuple[list[UnitPlan], tuple[int, ...], PlanSet
 
 def to_json(plans: list[UnitPlan], settings: PlanSettings) -> dict[str, Any]:
     """Every figure per dataset and in total, each with its basis (a total is counted when all its parts are)."""
-    units = {p.name: {"figures": p.figures(), "run_file": p.run_file, "note": p.note} for p in plans}
+    units = {p.name: {"figures": p.figures(), "run_file": p.run_file, "note": p.note, "rates_from": p.rates_from}
+             for p in plans}
     total: dict[str, Any] = {}
     for name in FIGURES:
         parts = [p for p in plans if getattr(p, name) is not None]
@@ -449,7 +470,9 @@ def main(cfg: DictConfig) -> None:
               f"{calibration.dtype}, {calibration.device}): encode {calibration.passages_per_s:.1f} passages/s, score "
               + ", ".join(f"r={r} {v:.1f} pairs/s" for r, v in calibration.pairs_per_s.items())
               + f", harness {calibration.fixed_s:.1f} s per dataset + {calibration.per_pair_s * 1e3:.3f} ms per pair "
-              f"(model load {calibration.model_load_s:.1f} s)")
+              f"(model load {calibration.model_load_s:.1f} s); "
+              f"{sum(p.rates_from == 'this dataset' for p in plans)} of {len(plans)} dataset(s) timed with their own "
+              "throughput (the calibration holds them), the rest with all datasets'")
         if wall:
             print(f"wall time with {settings.workers} worker(s): {sum(wall):,.0f} s ({sum(wall) / 3600:.2f} h)")
     if settings.output:

@@ -29,6 +29,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from kalm_eval import failpoints
 from kalm_eval.errors import ResultError
 from kalm_eval.storage import read_json, replace_directory, sha256_file, temp_sibling, write_json_atomic, named_writes
 
@@ -123,6 +124,7 @@ class ResultRecord:
                     write(staged / name)
                 self.file_digests = {name: sha256_file(staged / name) for name in writers}
                 self.file_bytes = {name: (staged / name).stat().st_size for name in writers}
+                failpoints.reach("record.stage")
                 write_json_atomic(staged / RECORD_FILE, self.to_dict())
                 replace_directory(staged, directory)
         except BaseException:

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from kalm_eval import failpoints
 
 
 def sha256_text(text: str) -> str:
@@ -129,14 +130,34 @@ def replace_directory(staged: Path, target: Path) -> None:
     """Put a fully written directory `staged` in place of `target` (which may exist).
 
     Two renames: target -> a unique sibling, staged -> target; then the old copy is removed. A crash between the
-    renames leaves no `target` at all (recognised as "not done"), never a mix of old and new files."""
-    old = None
-    if target.exists():
+    renames leaves no `target` at all (recognised as "not done"), never a mix of old and new files.
+
+    Several writers may commit the same target at once (two job-array workers that both find every unit present,
+    or the orphaned ranks of a killed torchrun beside its resume; docs/rehearsal.md): between one writer's two
+    renames another may put its copy in place, and a directory cannot be renamed onto a non-empty one. The writer
+    then moves that copy aside too and tries again; the last rename wins, and every attempt leaves a whole
+    directory or none."""
+    for _ in range(_CONCURRENT_COMMITS):
         old = temp_sibling(target, "old")
-        os.replace(target, old)
-    os.replace(staged, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(target, old)
+        except FileNotFoundError:  # no target yet, or another writer moved it aside first
+            old = None
+        failpoints.reach("record.rename")
+        try:
+            os.replace(staged, target)
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            continue  # another writer's copy landed between our renames: move it aside too
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        return
+    raise OSError(errno.EBUSY, f"{_CONCURRENT_COMMITS} other writers replaced it meanwhile", str(target))
+
+
+_CONCURRENT_COMMITS = 100  # attempts of replace_directory when other writers commit the same target at once
 
 
 # ---- failed writes ------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from kalm_eval import failpoints
 from kalm_eval.checkpoints import check_available
 from kalm_eval.config import RunConfig
 from kalm_eval.space import check_space, estimate
@@ -153,6 +154,7 @@ def run_suite(cfg: DictConfig, *, runner: Callable | None = None,
         if not records:  # a job-array worker that left the merge to the worker completing the last unit
             continue  # (never ledgered as done: a resume must run it again, and finds what is there)
         ledger[unit.name] = {"key": key, "records": [str(p) for p in records]}
+        failpoints.reach("suite.ledger")
         write_json_atomic(ledger_path, ledger)  # after every unit, so an interrupted suite resumes
     write_json_atomic(ledger_path, ledger)
     records = [ResultRecord.load(path) for paths in results.values() for path in paths

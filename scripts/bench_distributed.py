@@ -64,6 +64,19 @@ def units_dir(cache: Path) -> Path | None:
     return found[0].parent if found else None
 
 
+def ranks_using(cache: Path) -> list[int]:
+    """Live processes whose command line names `cache` (the killed run's ranks, if they outlived their agent)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(cache) in (proc / "cmdline").read_bytes().decode(errors="replace") and \
+                    (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                pids.append(int(proc.name))
+        except (OSError, IndexError):
+            continue
+    return pids
+
+
 def killed_and_resumed(args, cache: Path, out: Path) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -75,10 +88,14 @@ def killed_and_resumed(args, cache: Path, out: Path) -> dict:
         if process.poll() is not None:
             raise SystemExit("the run ended before it could be killed: lower --kill-after")
         time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)  # torchrun's own process group: its ranks run in sessions of their own
     process.wait()
     directory = units_dir(cache)
     done = {p.stem for p in directory.glob("*.npz")}
+    orphans, killed_at = {}, time.perf_counter()
+    for after_s in (0.5, 5.0):  # the ranks stop when they see their agent gone (kalm_eval.parallel.exit_with_agent)
+        time.sleep(max(0.0, killed_at + after_s - time.perf_counter()))
+        orphans[after_s] = len(ranks_using(cache))
     in_flight = {p.stem for p in directory.glob("*.inflight")} - done
     total = json.loads((directory / "job.json").read_text())["units"]
     status = subprocess.run([sys.executable, "-m", "kalm_eval.status", *overrides(args, cache, out)], env=env(),
@@ -89,7 +106,8 @@ def killed_and_resumed(args, cache: Path, out: Path) -> dict:
     return {"wall_s": time.perf_counter() - started,
             "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
             "units": total, "done_at_kill": len(done), "in_flight_at_kill": len(in_flight),
-            "computed_by_resume": computed_by_resume, "recomputed": len(in_flight & {p.stem for p in directory.glob("*.npz")}),
+            "computed_by_resume": computed_by_resume, "ranks_alive_after_kill": orphans,
+            "recomputed": len(in_flight & {p.stem for p in directory.glob("*.npz")}),
             "status_after_kill": status.stdout.strip().splitlines()[-3:], "resume_wall_s": resumed["wall_s"]}
 
 
@@ -141,6 +159,8 @@ def main() -> int:
     print(f"(c) {args.nproc} ranks killed, resumed with {args.resume_nproc}: wall {c['wall_s']:7.1f} s   CPU {c['cpu_s']:7.1f} s")
     print(f"    units {c['units']}: {c['done_at_kill']} done and {c['in_flight_at_kill']} in flight at the kill; the resume "
           f"computed {c['computed_by_resume']} (recomputed, i.e. in flight at the kill: {c['recomputed']})")
+    print("    ranks of the killed run still alive 0.5 s / 5 s after the kill: "
+          + " / ".join(str(n) for n in c["ranks_alive_after_kill"].values()))
     print("    kalm-eval-status after the kill: " + " | ".join(c["status_after_kill"]))
     for name in "abc":
         print(f"    {name}: records {sorted(prints[name])}")

@@ -16,7 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
-from kalm_eval.testing.rehearsal import Rehearsal, compare_trees, markdown, per_dataset, write
+from kalm_eval.testing.rehearsal import (Rehearsal, compare_trees, harness_share, markdown, per_dataset, plan_vs_actual,
+                                         write)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,18 +27,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, help="data, caches, results, logs (outside the repo)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--compression", default="[1,4,32]")
-    parser.add_argument("--kill-at", type=float, default=0.4, help="share of the planned units written before kill -9")
+    parser.add_argument("--kill-at", type=float, default=0.4,
+                        help="share of the planned units written before kill -9 (0: no kill, an uninterrupted run)")
     parser.add_argument("--calibrate", help="results tree for plan.calibrate (same model, dtype, device)")
     parser.add_argument("--reference", help="results tree of an uninterrupted run to compare byte for byte")
     parser.add_argument("--out", type=Path, required=True, help="results/rehearsal/<name> (.json and .md are added)")
     parser.add_argument("--recompare", action="store_true",
-                        help="recount --out's results tree (per dataset; with --reference, the comparison) and rewrite --out")
+                        help="recount --out's results tree (per dataset, against <work>/plan.json; with --reference, the "
+                             "comparison) and rewrite --out")
     args = parser.parse_args(argv)
     if args.recompare:
         summary = json.loads(Path(f"{args.out}.json").read_text())
         results = Path(summary["work"]) / "results"
         summary["datasets"] = per_dataset(results)
+        plan = json.loads((Path(summary["work"]) / "plan.json").read_text())  # as the rehearsal wrote it, or made again
+        summary.update(plan_vs_actual=plan_vs_actual(plan, summary["datasets"]), plan_total=plan.get("total"),
+                       plan_calibration=plan.get("calibration"))
         summary["timed_stage_sum_s"] = sum(d["timed_s"] for d in summary["datasets"].values())
+        summary.update(harness_share(summary))
         if args.reference:
             summary["identical_to_reference"] = compare_trees(results, Path(args.reference))
         write(summary, args.out)

@@ -7,12 +7,15 @@ import gzip
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from kalm_eval.result import find_record_dirs
 from tests.data.test_beir_readers import write_beir
 
 CORPUS = [{"_id": f"d{i}", "title": f"title {i}", "text": f"alpha beta {'gamma ' * (i % 9)} cell protein {i}"}
@@ -43,8 +46,8 @@ def kalm_eval(root: Path, name: str, *prefix: str, extra: tuple[str, ...] = ()) 
 
 def fingerprint(out: Path) -> dict:
     result = {}
-    for record in sorted(out.rglob("metrics.json")):
-        folder = record.parent
+    for folder in find_record_dirs(out):  # as every reader: a killed commit's hidden staging folder is no record
+        record = folder / "metrics.json"
         result[folder.name] = (gzip.decompress((folder / "run.reranked.trec.gz").read_bytes()),
                                gzip.decompress((folder / "scores.reranked.tsv.gz").read_bytes()),
                                json.dumps(json.loads(record.read_text())["stages"], sort_keys=True))
@@ -96,3 +99,38 @@ def test_slurm_launcher_preset_composes():
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.max_num_timeout > 0
     assert "worker" in cfg.hydra.job.config.override_dirname.exclude_keys  # array tasks share one output dir
+
+
+def test_a_killed_torchrun_leaves_no_rank_running(tmp_path):
+    """torchrun starts each rank in a session of its own, so `kill -9 <torchrun>` alone left the ranks running on,
+    orphaned, beside the resume (docs/rehearsal.md). Each rank now stops within seconds of its agent's death."""
+    script = tmp_path / "rank.py"
+    script.write_text("import os, time\nfrom kalm_eval.parallel import from_environment\nfrom_environment()\n"
+                      "print('rank pid', os.getpid(), flush=True)\ntime.sleep(300)\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    agent = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                              str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    pids = []
+    try:
+        while len(pids) < 2:
+            line = agent.stdout.readline()
+            assert line, "torchrun ended before its ranks started"
+            pids += [int(p) for p in re.findall(r"rank pid (\d+)", line)]
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait()
+        deadline = time.monotonic() + 30
+        while any(_running(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [p for p in pids if _running(p)], "ranks still running 30 s after their torchrun agent was killed"
+    finally:
+        for pid in pids:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

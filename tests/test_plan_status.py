@@ -101,13 +101,16 @@ def test_plan_states_the_disk_a_run_writes_and_the_free_space(tmp_path):
 
 
 def test_calibration_from_records(tmp_path):
-    """Throughputs and the harness's own time (fixed + per pair) fitted from records of the same model."""
+    """Throughputs and the harness's own time (fixed + per pair) fitted from records of the same model; a dataset
+    the calibration holds is timed with its own throughput (d2 scores at half the speed of the others)."""
     import json
 
-    from kalm_eval.plan import calibrate
+    from kalm_eval.plan import UnitPlan, apply_calibration, calibrate
 
     for n, pairs in enumerate((100, 200, 400)):
-        for r, score_s in ((1, pairs / 50), (4, pairs / 100)):
+        speed = 0.5 if n == 2 else 1.0
+        scores = {1: pairs / (50 * speed), 4: pairs / (100 * speed)}
+        for r, score_s in scores.items():
             record = tmp_path / f"d{n}" / f"r{r}"
             record.mkdir(parents=True)
             record.joinpath("metrics.json").write_text(json.dumps({
@@ -115,12 +118,22 @@ def test_calibration_from_records(tmp_path):
                 "protocol": {"first_stage": {"signature": f"f{n}"},
                              "reranker": {"compression": r, "model": {"model": {"dtype": "float32"}}}},
                 "timings": {"encode_s": 2.0, "score_s": score_s, "model_load_s": 1.0,
-                            "total_s": 2.0 + 3 * pairs / 100 + 5.0 + 0.01 * pairs},
+                            "total_s": 2.0 + sum(scores.values()) + 5.0 + 0.01 * pairs},
                 "counts": {"pairs": pairs, "passages_encoded": 40},
                 "provenance": {"config": {"model": {"name": "tiny"}}, "logged_knobs": {"model": {"device": "cpu"}}}}))
     cal = calibrate(tmp_path, "tiny")
     assert cal.runs == 3 and (cal.dtype, cal.device) == ("float32", "cpu")
-    assert cal.passages_per_s == pytest.approx(20.0) and cal.pairs_per_s == pytest.approx({1: 50.0, 4: 100.0})
+    assert cal.passages_per_s == pytest.approx(20.0)
+    assert cal.pairs_per_s == pytest.approx({1: 700 / (2 + 4 + 16), 4: 700 / (1 + 2 + 8)})
+    assert cal.per_dataset["d2"]["pairs_per_s"] == pytest.approx({1: 25.0, 4: 50.0})
+    assert cal.per_dataset["d0"]["pairs_per_s"] == pytest.approx({1: 50.0, 4: 100.0})
     assert cal.fixed_s == pytest.approx(5.0) and cal.per_pair_s == pytest.approx(0.01)
+    own, other = UnitPlan("d2", 10, 100, pairs=1000, unique_passages=80), UnitPlan("d9", 10, 100, pairs=1000,
+                                                                                    unique_passages=80)
+    for plan in (own, other):
+        apply_calibration(plan, cal, (1, 4), workers=2)
+    assert own.rates_from == "this dataset" and own.score_s == pytest.approx(1000 / 25 + 1000 / 50)
+    assert other.rates_from == "all datasets" and other.score_s == pytest.approx(1000 / (700 / 22) + 1000 / (700 / 11))
+    assert own.wall_s == pytest.approx(5.0 + 0.01 * 1000 + (80 / 20 + own.score_s) / 2)
     with pytest.raises(ConfigError, match="no reranked record of model 'nano'"):
         calibrate(tmp_path, "nano")

@@ -181,6 +181,51 @@ def test_files_follow_the_umask_and_temp_names_are_unique(mini, tmp_path):
     assert not list(tmp_path.glob(".shared.txt.*"))
 
 
+def test_two_writers_committing_one_record_at_once_both_succeed(tmp_path, monkeypatch):
+    """Another writer's copy lands between a commit's two renames (two job-array workers that both merge, or a killed
+    torchrun's orphaned ranks beside the resume): the commit moves it aside and tries again; no error, one whole
+    directory, no leftovers. (The old replace_directory raised "Directory not empty" here.)"""
+    target = tmp_path / "record"
+
+    def staged(text: str) -> Path:
+        directory = storage.temp_sibling(target, "tmp")
+        directory.mkdir()
+        (directory / "metrics.json").write_text(text)
+        return directory
+
+    storage.replace_directory(staged("first"), target)
+    real_replace, interleaved = os.replace, []
+
+    def replace(source, destination):
+        real_replace(source, destination)
+        if not interleaved and Path(destination).name.startswith(".record.old-"):
+            interleaved.append(True)
+            storage.replace_directory(staged("other writer"), target)  # commits whole between our two renames
+
+    monkeypatch.setattr(os, "replace", replace)
+    storage.replace_directory(staged("ours"), target)
+    monkeypatch.undo()
+    assert interleaved and (target / "metrics.json").read_text() == "ours"  # the last rename wins
+    assert [p.name for p in tmp_path.iterdir()] == ["record"]
+
+
+def test_concurrent_commits_of_one_record_never_fail(tmp_path):
+    """The same race for real: two processes commit the same record 3,000 times each (the old replace_directory
+    failed 6 times in one such run: 4 FileNotFoundError, 2 "Directory not empty")."""
+    script = ("import sys; from pathlib import Path; from kalm_eval import storage\n"
+              "target = Path(sys.argv[1])\n"
+              "for i in range(3000):\n"
+              "    staged = storage.temp_sibling(target, 'tmp'); staged.mkdir()\n"
+              "    (staged / 'metrics.json').write_text(sys.argv[2])\n"
+              "    storage.replace_directory(staged, target)\n")
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "record"), name], stderr=subprocess.PIPE,
+                                text=True) for name in "ab"]
+    errors = [w.communicate(timeout=120)[1] for w in writers]
+    assert [w.returncode for w in writers] == [0, 0], errors
+    assert (tmp_path / "record" / "metrics.json").read_text() in ("a", "b")
+    assert [p.name for p in tmp_path.iterdir()] == ["record"]
+
+
 def _write_raw_beir(root: Path, corpus_lines: list[bytes], queries: list[bytes], qrels: bytes) -> Path:
     (root / "qrels").mkdir(parents=True)
     (root / "corpus.jsonl").write_bytes(b"".join(corpus_lines))

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from kalm_eval import failpoints
 from kalm_eval.errors import InvariantError, ScoreError
 from kalm_eval.parallel import Workers
 from kalm_eval.progress import progress_bar
@@ -222,6 +223,7 @@ def _compute(job: RerankJob, reranker: Reranker, units: UnitDirectory, mine: lis
         write_json_atomic(units.marker(c), {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
         chunk = job.scoring_chunk(pairs_of[c], passage_text)
         result = reranker.score_chunk(chunk)
+        failpoints.reach("unit.scored")
         arrays = {"pair_index": pairs_of[c].astype(np.int64), "format": np.array(UNIT_FORMAT),
                   "counters": np.array(json.dumps(result.counters)),
                   "variant_counters": np.array(json.dumps(result.variant_counters))}
@@ -232,6 +234,8 @@ def _compute(job: RerankJob, reranker: Reranker, units: UnitDirectory, mine: lis
         check_unit_scores(job, pairs_of[c], arrays, reranker, c)
         with atomic_open(units.unit(c), "wb", compress=False) as handle:
             np.savez(handle, **arrays)
+            failpoints.reach("unit.write")
+        failpoints.reach("unit.done")
         units.marker(c).unlink(missing_ok=True)
         unit_bar.update(1)
         computed += 1
@@ -263,6 +267,7 @@ def merge_units(job: RerankJob, variants: list[Variant], units: UnitDirectory) -
                 _add(merged.counters, json.loads(str(data["counters"])))
                 for label, counters in json.loads(str(data["variant_counters"])).items():
                     _add(merged.variant_counters.setdefault(label, {}), counters)
+            failpoints.reach("merge")
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
             log.warning("rerank unit %s is unusable (%s); deleting it", units.unit(c), err)
             units.unit(c).unlink(missing_ok=True)

@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from kalm_eval import failpoints
 from kalm_eval.data.readers import read_lines
 from kalm_eval.errors import DataError, InvariantError, ScoreError
 from kalm_eval.ranking import TIE_BREAK, scores_below, trec_order  # noqa: F401  (re-exported: the run files' rule)
@@ -55,6 +56,7 @@ def write_trec(path: Path, rankings: Iterable[RankedList], tag: str) -> int:
             for position, cand in enumerate(ranking.candidates, start=1):
                 fh.write(f"{ranking.query_id} Q0 {cand.doc_id} {position} {cand.score!r} {tag}\n")
             count += 1
+        failpoints.reach("run.write")
     return count
 
 
