@@ -134,6 +134,9 @@ def main() -> int:
     parser.add_argument("--depth", type=int, default=30)
     parser.add_argument("--chunk", type=int, default=256, help="reranker.chunk_passages (unit size)")
     parser.add_argument("--kill-after", type=int, default=5, help="kill (c) once this many units are written")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run (c) this many times in all, each further try killed after 2-12 units (seeded), and "
+                             "compare each with (a)")
     args = parser.parse_args()
     args.data, args.work = args.data.resolve(), args.work.resolve()
     shutil.rmtree(args.work, ignore_errors=True)
@@ -165,7 +168,29 @@ def main() -> int:
     for name in "abc":
         print(f"    {name}: records {sorted(prints[name])}")
     print("reranked run files, scores, per-query values and metrics identical across (a), (b), (c):", bool(same))
+    if args.repeat > 1:
+        same = repeat_killed_and_resumed(args, prints["a"], args.repeat - 1) and same
     return 0 if same else 1
+
+
+def repeat_killed_and_resumed(args, reference: dict, tries: int) -> bool:
+    """(c) again and again, the kill drawn after 2-12 units (random.Random(7)), each resumed run compared with (a)."""
+    import random
+
+    rng, rows = random.Random(7), []
+    for i in range(tries):
+        args.kill_after = rng.randint(2, 12)
+        cache, out = args.work / f"repeat-cache-{i}", args.work / f"repeat-out-{i}"
+        shutil.copytree(args.work / "warm-cache", cache)
+        c = killed_and_resumed(args, cache, out)
+        rows.append({"kill_after": args.kill_after, "alive": list(c["ranks_alive_after_kill"].values()),
+                     "identical": fingerprint(out) == reference})
+        shutil.rmtree(cache)
+        print(f"    try {i + 2}: killed after {args.kill_after} units, ranks alive 0.5 s / 5 s after: "
+              f"{rows[-1]['alive'][0]} / {rows[-1]['alive'][1]}, identical to (a): {rows[-1]['identical']}", flush=True)
+    print(f"(c) repeated: {sum(r['identical'] for r in rows) + 1} of {tries + 1} identical; load "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return all(r["identical"] for r in rows)
 
 
 if __name__ == "__main__":

@@ -110,12 +110,12 @@ def test_a_killed_torchrun_leaves_no_rank_running(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     agent = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                               str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    pids = []
+    pids, said = [], []
     try:
         while len(pids) < 2:
-            line = agent.stdout.readline()
-            assert line, "torchrun ended before its ranks started"
-            pids += [int(p) for p in re.findall(r"rank pid (\d+)", line)]
+            said.append(agent.stdout.readline())
+            assert said[-1], "torchrun ended before its ranks started:\n" + "".join(said)[-3000:]
+            pids += [int(p) for p in re.findall(r"rank pid (\d+)", said[-1])]
         os.kill(agent.pid, signal.SIGKILL)
         agent.wait()
         deadline = time.monotonic() + 30
