@@ -189,9 +189,10 @@ def _token_counts(job, dataset, cfg: RunConfig, settings: PlanSettings) -> tuple
     spec = cfg.model
     if not isinstance(spec, ModelSpec):
         return None
+    from kalm_eval.fbnl.model import load_tokenizer
     from kalm_eval.fbnl.prompts import passage_token_ids_batch, prompt_token_ids
 
-    tokenizer = _tokenizer(spec)
+    tokenizer = load_tokenizer(spec)
     first_doc: dict[str, int] = {}
     for i, digest in enumerate(job.digests):
         first_doc.setdefault(digest, i)
@@ -210,19 +211,6 @@ def _token_counts(job, dataset, cfg: RunConfig, settings: PlanSettings) -> tuple
     prompt = sum(int(n) * len(prompt_token_ids(tokenizer, text, instruction, spec.query_max_len))
                  for n, (text, instruction) in zip(per_query.tolist(), job.queries))
     return total, basis, prompt
-
-
-def _tokenizer(spec):
-    from kalm_eval.fbnl.model import prepare_tokenizer
-
-    if spec.synthetic:
-        from kalm_eval.fbnl.tiny_tokenizer import build_tiny_tokenizer
-
-        return prepare_tokenizer(build_tiny_tokenizer())
-    from transformers import AutoTokenizer
-
-    source = str(spec.local_path) if spec.path is not None else spec.hf_id
-    return prepare_tokenizer(AutoTokenizer.from_pretrained(source, revision=None if spec.path else spec.revision))
 
 
 # ---- calibrated from result records ------------------------------------------------------------------------------

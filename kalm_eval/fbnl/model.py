@@ -89,12 +89,26 @@ class LoadedModel:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def checkpoint_source(spec: ModelSpec) -> tuple[str, str | None]:
+    """Where a real checkpoint loads from: `spec.path` (a local directory, no revision) or the hub id at its pin."""
+    return (str(spec.local_path), None) if spec.path is not None else (spec.hf_id, spec.revision)
+
+
+def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
+    """The model's tokenizer alone, prepared as the model's is (kalm-eval-plan counts tokens with it)."""
+    if spec.synthetic:
+        from .tiny_tokenizer import build_tiny_tokenizer
+
+        return prepare_tokenizer(build_tiny_tokenizer())
+    source, revision = checkpoint_source(spec)
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(source, revision=revision))
+
+
 def load_model(spec: ModelSpec) -> LoadedModel:
     """Load a checkpoint: `spec.path` (a local directory) or the hub id at its pinned revision."""
     if spec.synthetic:
         raise ValueError(f"model {spec.name!r} is synthetic: build it with kalm_eval.fbnl.synthetic.build_model")
-    source = str(spec.local_path) if spec.path is not None else spec.hf_id
-    revision = None if spec.path is not None else spec.revision
+    source, revision = checkpoint_source(spec)
     config = AutoConfig.from_pretrained(source, revision=revision)
     if getattr(config, "model_type", None) != "t5gemma2":
         raise ValueError(f"{source} is a {getattr(config, 'model_type', '?')!r} checkpoint, expected 't5gemma2'")

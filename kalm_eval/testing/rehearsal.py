@@ -21,10 +21,11 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from kalm_eval.rerank.settings import RerankSettings
 from kalm_eval.result import RECORD_FILE, find_record_dirs
 from kalm_eval.storage import write_json_atomic
 
@@ -126,7 +127,8 @@ class Rehearsal:
             plan_args.append(f"plan.calibrate={self.calibrate}")
         self.stage("plan", plan_args)
         plan = json.loads(plan_file.read_text())
-        planned_units = sum(math.ceil(u["figures"]["unique_passages"]["value"] / 2048) for u in plan["units"].values())
+        chunk = next(f.default for f in fields(RerankSettings) if f.name == "chunk_passages")  # not overridden here
+        planned_units = sum(math.ceil(u["figures"]["unique_passages"]["value"] / chunk) for u in plan["units"].values())
         kill_after = max(1, int(planned_units * self.kill_at)) if self.kill_at > 0 else None
         self.log(f"plan: {planned_units} units in all; " + (f"worker {self.workers - 1} is killed once {kill_after} "
                  "are written" if kill_after else "no kill (an uninterrupted run)"))

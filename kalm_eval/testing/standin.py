@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from kalm_eval.retrieval.runfile import iter_trec
 from kalm_eval.storage import write_json_atomic
 
 MIN_CORPUS = 300
@@ -286,16 +287,11 @@ def write_standin(suite: str, out: Path, *, scale: float, depth: int = 100, seed
 
 
 def unique_ratio(run_path: Path, depth: int = 100) -> tuple[int, int]:
-    """(pairs, unique passages) of a TREC run's top `depth` per query (by the listed rank)."""
-    per_query: dict[str, list[tuple[int, str]]] = {}
-    opener = gzip.open if str(run_path).endswith(".gz") else open
-    with opener(run_path, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            qid, _, did, rank, *_ = line.split()
-            per_query.setdefault(qid, []).append((int(rank), did))
+    """(pairs, unique passages) of the top `depth` per query of a run written in rank order (a record's
+    run.first_stage.trec.gz, a stand-in's run), read with the runs' own reader."""
     pairs, unique = 0, set()
-    for rows in per_query.values():
-        head = [d for _, d in sorted(rows)[:depth]]
+    for ranking in iter_trec(Path(run_path)):
+        head = [c.doc_id for c in ranking.candidates[:depth]]
         pairs += len(head)
         unique.update(head)
     return pairs, len(unique)
